@@ -1,0 +1,430 @@
+"""Typed run configuration.
+
+Every knob of a run is a field of one of the keyword-only dataclasses below, with a docstring right under
+it. Configs are loaded through OmegaConf: the dataclass defaults, then any number of YAML files, then
+``a.b=c`` overrides. Unknown keys and values of the wrong type are refused with a :class:`ConfigError`
+that names the key; value checks that OmegaConf cannot express (ranges, choices) live in ``validate``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+
+REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _choice(section: str, name: str, value: Any, allowed: Sequence[Any]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{section}.{name}={value!r} is not allowed; choose one of {list(allowed)}")
+
+
+def _positive(section: str, name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{section}.{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def _range(section: str, name: str, value: Sequence[float], lo: float = -float("inf"), hi: float = float("inf")) -> None:
+    if len(value) != 2 or not (lo <= value[0] <= value[1] <= hi):
+        raise ConfigError(f"{section}.{name}={list(value)!r} must be [low, high] with {lo} <= low <= high <= {hi}")
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    seed: int = 0
+    """Seed for every random draw of the run (initialisation, cameras, timesteps, noise)."""
+    steps: int = 500
+    """Number of optimisation steps."""
+    device: str = "auto"
+    """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    checkpoint_every: int = 0
+    """Save a checkpoint every this many steps (0: only the final state and NaN rescue)."""
+    log_every: int = 10
+    """Write scalars to metrics.jsonl every this many steps."""
+    preview_views: int = 4
+    """Number of views (evenly spread azimuths) rendered to previews.png at the end."""
+    preview_resolution: int = 256
+    """Side in pixels of each preview view."""
+    progress: str = "auto"
+    """Progress bar: 'auto' (only when stderr is a terminal), 'on' or 'off'."""
+    tensorboard: bool = False
+    """Also log scalars to TensorBoard (needs the tensorboard package)."""
+    evaluate: bool = True
+    """At the end, evaluate against ground truth when the prompt belongs to the procedural world."""
+
+    def validate(self) -> None:
+        _positive("run", "steps", self.steps)
+        _positive("run", "checkpoint_every", self.checkpoint_every, allow_zero=True)
+        _positive("run", "log_every", self.log_every)
+        _positive("run", "preview_views", self.preview_views, allow_zero=True)
+        _positive("run", "preview_resolution", self.preview_resolution)
+        _choice("run", "progress", self.progress, ["auto", "on", "off"])
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"run.device={self.device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    num_points: int = 4096
+    """Number of Gaussians at initialisation."""
+    init_radius: float = 0.5
+    """Radius of the ball (world units) the initial means are drawn uniformly from."""
+    init_scale: float = 0.03
+    """Initial isotropic scale (world units, not log) of every Gaussian."""
+    init_opacity: float = 0.1
+    """Initial opacity in (0, 1)."""
+    init_color: str = "random"
+    """'random' colours or 'grey'."""
+    sh_degree: int = 0
+    """Largest spherical-harmonics degree the model holds (0 to 3)."""
+    sh_degree_milestones: List[float] = field(default_factory=list)
+    """Fractions of the run at which the active SH degree grows by one (e.g. [0.5] with sh_degree=1)."""
+
+    def validate(self) -> None:
+        _positive("model", "num_points", self.num_points)
+        _positive("model", "init_radius", self.init_radius)
+        _positive("model", "init_scale", self.init_scale)
+        if not 0.0 < self.init_opacity < 1.0:
+            raise ConfigError(f"model.init_opacity={self.init_opacity!r} must be in (0, 1)")
+        _choice("model", "init_color", self.init_color, ["random", "grey"])
+        _choice("model", "sh_degree", self.sh_degree, [0, 1, 2, 3])
+        if sorted(self.sh_degree_milestones) != list(self.sh_degree_milestones) or any(
+            not 0.0 <= m <= 1.0 for m in self.sh_degree_milestones
+        ):
+            raise ConfigError("model.sh_degree_milestones must be increasing fractions in [0, 1]")
+
+
+@dataclass(kw_only=True)
+class CameraConfig:
+    batch_size: int = 1
+    """Views rendered per step; their azimuths are spread evenly over the circle."""
+    elevation_range: List[float] = field(default_factory=lambda: [-10.0, 45.0])
+    """Elevation range in degrees (0: horizon, 90: straight above)."""
+    azimuth_range: List[float] = field(default_factory=lambda: [-180.0, 180.0])
+    """Azimuth range in degrees (0: the object's front)."""
+    radius_range: List[float] = field(default_factory=lambda: [2.0, 2.5])
+    """Distance of the camera from the origin, world units."""
+    fovy_range: List[float] = field(default_factory=lambda: [40.0, 50.0])
+    """Vertical field of view in degrees."""
+    front_half_angle: float = 45.0
+    """Views within this many degrees of azimuth 0 are 'front', of 180 'back', others 'side'."""
+    overhead_elevation: float = 60.0
+    """Views above this elevation are 'overhead'."""
+
+    def validate(self) -> None:
+        _positive("camera", "batch_size", self.batch_size)
+        _range("camera", "elevation_range", self.elevation_range, -89.0, 89.0)
+        _range("camera", "azimuth_range", self.azimuth_range, -360.0, 360.0)
+        _range("camera", "radius_range", self.radius_range, 1e-3)
+        _range("camera", "fovy_range", self.fovy_range, 1.0, 170.0)
+        if not 0.0 < self.front_half_angle <= 90.0:
+            raise ConfigError(f"camera.front_half_angle={self.front_half_angle!r} must be in (0, 90]")
+
+
+@dataclass(kw_only=True)
+class RenderConfig:
+    backend: str = "auto"
+    """'auto' (gsplat on CUDA, the PyTorch reference on CPU), 'gsplat' or 'torch'."""
+    resolution: int = 64
+    """Render side in pixels at the start of the run."""
+    resolution_milestones: List[List[float]] = field(default_factory=list)
+    """[[fraction, side], ...]: from that fraction of the run on, render at that side (coarse to fine)."""
+    background: str = "random"
+    """'white', 'black', 'random' (a random colour per view, a common SDS trick) or 'color'."""
+    background_color: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    """RGB in [0, 1] used when background='color'."""
+    near_plane: float = 0.01
+    """Gaussians closer to the camera than this are culled."""
+    eps2d: float = 0.3
+    """Low-pass filter (pixels^2) added to every 2D covariance, as in 3DGS and gsplat."""
+
+    def validate(self) -> None:
+        _choice("render", "backend", self.backend, ["auto", "gsplat", "torch"])
+        _positive("render", "resolution", self.resolution)
+        last = -1.0
+        for m in self.resolution_milestones:
+            if len(m) != 2 or not 0.0 <= m[0] <= 1.0 or m[1] <= 0 or m[0] < last:
+                raise ConfigError(
+                    "render.resolution_milestones must be [[fraction, side], ...] with increasing fractions in "
+                    f"[0, 1] and positive sides; got {self.resolution_milestones!r}"
+                )
+            last = m[0]
+        _choice("render", "background", self.background, ["white", "black", "random", "color"])
+        if len(self.background_color) != 3 or any(not 0.0 <= c <= 1.0 for c in self.background_color):
+            raise ConfigError(f"render.background_color={self.background_color!r} must be 3 values in [0, 1]")
+
+
+@dataclass(kw_only=True)
+class GuidanceConfig:
+    type: str = "world"
+    """'world' (exact oracle prior of the procedural world, offline), 'stable-diffusion' (latent space,
+    needs weights) or 'pixel' (a pixel-space conditional UNet in diffusers format)."""
+    model: str = ""
+    """Hub id or local folder of the diffusion model (diffusers layout); unused by 'world'."""
+    dtype: str = "auto"
+    """'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16' or 'bf16'."""
+    guidance_scale: float = 100.0
+    """Classifier-free guidance scale s in uncond + s * (cond - uncond)."""
+    negative_prompt: str = ""
+    """Prompt whose prediction replaces the unconditional one (empty: the plain unconditional)."""
+    view_dependent: bool = True
+    """Append ', front view' / ', side view' / ', back view' / ', overhead view' to the prompt per view."""
+    weighting: str = "sds"
+    """w(t) of the SDS gradient: 'sds' (1 - abar_t, DreamFusion), 'uniform' (1), 'snr' (sqrt(abar_t) (1 - abar_t))
+    or 'dreamtime' (the TP-SDS prior W_d W_p normalised to mean 1 over the timestep range)."""
+    grad_clip: float = 0.0
+    """Clip every element of the SDS gradient to [-grad_clip, grad_clip] (0: off)."""
+    world_views: int = 256
+    """'world' prior: ground-truth views per object that define the exact denoiser."""
+    world_resolution: int = 64
+    """'world' prior: side in pixels of those views and of the model's input."""
+
+    def validate(self) -> None:
+        _choice("guidance", "type", self.type, ["world", "stable-diffusion", "pixel"])
+        _choice("guidance", "dtype", self.dtype, ["auto", "fp32", "fp16", "bf16"])
+        _positive("guidance", "guidance_scale", self.guidance_scale, allow_zero=True)
+        _choice("guidance", "weighting", self.weighting, ["sds", "uniform", "snr", "dreamtime"])
+        _positive("guidance", "grad_clip", self.grad_clip, allow_zero=True)
+        _positive("guidance", "world_views", self.world_views)
+        _positive("guidance", "world_resolution", self.world_resolution)
+        if self.type in ("stable-diffusion", "pixel") and not self.model:
+            raise ConfigError(
+                f"guidance.model is empty but guidance.type={self.type!r} needs weights: give a hub id "
+                "(e.g. stabilityai/stable-diffusion-2-1-base) or a local folder in diffusers layout"
+            )
+
+
+@dataclass(kw_only=True)
+class ScheduleConfig:
+    timestep: str = "tp-sds"
+    """Timestep schedule: 'tp-sds' (DreamTime), 'uniform' (DreamFusion), 'linear' (DreamGaussian) or 'step'
+    (GaussianDreamer)."""
+    t_min: float = 0.02
+    """Smallest timestep as a fraction of the training timesteps."""
+    t_max: float = 0.98
+    """Largest timestep as a fraction of the training timesteps."""
+    tp_m1: float = 800.0
+    """TP-SDS: upper edge of the flat part of W_p (in training timesteps of T=1000; scaled for other T)."""
+    tp_m2: float = 500.0
+    """TP-SDS: lower edge of the flat part of W_p."""
+    tp_s1: float = 300.0
+    """TP-SDS: Gaussian width above m1."""
+    tp_s2: float = 100.0
+    """TP-SDS: Gaussian width below m2."""
+    tp_use_wd: bool = True
+    """TP-SDS: include W_d(t) = sqrt((1 - abar_t) / abar_t) in the prior."""
+    tp_jitter: float = 0.0
+    """TP-SDS: per-view uniform jitter of +-this fraction of T around the scheduled t (0: one t per step)."""
+    step_t_max_end: float = 0.55
+    """'step': t_max after the switch."""
+    step_at: float = 0.4
+    """'step': fraction of the run at which t_max drops to step_t_max_end."""
+
+    def validate(self) -> None:
+        _choice("schedule", "timestep", self.timestep, ["tp-sds", "uniform", "linear", "step"])
+        if not 0.0 <= self.t_min < self.t_max <= 1.0:
+            raise ConfigError(f"schedule.t_min={self.t_min} and t_max={self.t_max} need 0 <= t_min < t_max <= 1")
+        if self.tp_m2 > self.tp_m1:
+            raise ConfigError(f"schedule.tp_m2={self.tp_m2} must be <= tp_m1={self.tp_m1}")
+        _positive("schedule", "tp_s1", self.tp_s1)
+        _positive("schedule", "tp_s2", self.tp_s2)
+        _positive("schedule", "tp_jitter", self.tp_jitter, allow_zero=True)
+        if not self.t_min <= self.step_t_max_end <= self.t_max:
+            raise ConfigError(f"schedule.step_t_max_end={self.step_t_max_end} must lie in [t_min, t_max] = [{self.t_min}, {self.t_max}]")
+        if not 0.0 <= self.step_at <= 1.0:
+            raise ConfigError("schedule.step_at must be a fraction in [0, 1]")
+
+
+@dataclass(kw_only=True)
+class DensifyConfig:
+    enabled: bool = True
+    """Clone, split and prune Gaussians during the densification window."""
+    backend: str = "auto"
+    """'auto' (Triton kernels on CUDA, PyTorch on CPU), 'torch' or 'triton'."""
+    start: float = 0.1
+    """Fraction of the run at which densification starts."""
+    stop: float = 0.7
+    """Fraction of the run after which the set of Gaussians is frozen."""
+    every: int = 50
+    """Densify every this many steps inside the window."""
+    grad_threshold: float = 0.01
+    """Mean norm of the image-size-normalised 2D-mean gradient above which a Gaussian grows (SDS scale)."""
+    dense_scale: float = 0.01
+    """Gaussians whose largest scale is below this fraction of the scene extent are cloned, larger are split."""
+    scene_extent: float = 1.0
+    """Scene extent in world units (radius of the object's bounding sphere)."""
+    min_opacity: float = 0.01
+    """Gaussians less opaque than this are pruned."""
+    max_world_scale: float = 0.2
+    """Gaussians whose largest scale exceeds this fraction of the scene extent are pruned."""
+    max_screen_fraction: float = 0.25
+    """Gaussians whose 2D radius exceeded this fraction of the image side since the last densify are pruned
+    (0: off)."""
+    split_shrink: float = 1.6
+    """Children of a split get the parent's scales divided by this."""
+    opacity_reset_every: int = 0
+    """Reset all opacities to reset_opacity every this many steps inside the window (0: never)."""
+    reset_opacity: float = 0.05
+    """Opacity after a reset."""
+    max_gaussians: int = 200_000
+    """Hard cap: growth stops at this many Gaussians, whatever the gradients say."""
+
+    def validate(self) -> None:
+        _choice("densify", "backend", self.backend, ["auto", "torch", "triton"])
+        if not 0.0 <= self.start <= self.stop <= 1.0:
+            raise ConfigError(f"densify.start={self.start} and stop={self.stop} need 0 <= start <= stop <= 1")
+        _positive("densify", "every", self.every)
+        _positive("densify", "grad_threshold", self.grad_threshold)
+        _positive("densify", "dense_scale", self.dense_scale)
+        _positive("densify", "scene_extent", self.scene_extent)
+        if not 0.0 <= self.min_opacity < 1.0:
+            raise ConfigError(f"densify.min_opacity={self.min_opacity} must be in [0, 1)")
+        _positive("densify", "max_world_scale", self.max_world_scale)
+        _positive("densify", "max_screen_fraction", self.max_screen_fraction, allow_zero=True)
+        if self.split_shrink <= 1.0:
+            raise ConfigError(f"densify.split_shrink={self.split_shrink} must be > 1")
+        _positive("densify", "opacity_reset_every", self.opacity_reset_every, allow_zero=True)
+        if not 0.0 < self.reset_opacity < 1.0:
+            raise ConfigError(f"densify.reset_opacity={self.reset_opacity} must be in (0, 1)")
+        _positive("densify", "max_gaussians", self.max_gaussians)
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    lr_means: float = 1e-3
+    """Adam learning rate of the means at the start (decays exponentially to lr_means_final)."""
+    lr_means_final: float = 2e-5
+    """Learning rate of the means at the last step."""
+    lr_scales: float = 5e-3
+    """Learning rate of the log scales."""
+    lr_quats: float = 1e-3
+    """Learning rate of the quaternions."""
+    lr_opacities: float = 5e-2
+    """Learning rate of the logit opacities."""
+    lr_sh0: float = 1e-2
+    """Learning rate of the SH DC coefficients."""
+    lr_shN: float = 5e-4
+    """Learning rate of the higher SH bands."""
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            _positive("optim", f.name, getattr(self, f.name), allow_zero=True)
+
+
+@dataclass(kw_only=True)
+class Config:
+    prompt: str = ""
+    """The text prompt (normally given on the command line, not in a file)."""
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def validate(self) -> "Config":
+        for f in dataclasses.fields(self):
+            sub = getattr(self, f.name)
+            if hasattr(sub, "validate"):
+                sub.validate()
+        return self
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config given as a path, or as a bare name of a file in the repository's ``configs/`` folder."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    for cand in (REPO_CONFIG_DIR / p, REPO_CONFIG_DIR / f"{p}.yaml"):
+        if cand.is_file():
+            return cand
+    known = sorted(q.stem for q in REPO_CONFIG_DIR.glob("*.yaml")) if REPO_CONFIG_DIR.is_dir() else []
+    raise ConfigError(f"config file {str(name)!r} not found; give a path or one of the bundled names {known}")
+
+
+def _explain(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
+    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "Key" in type(exc).__name__ and key:
+        return f"unknown config key {key!r}; known sections: {sorted(SECTIONS)} (see configs/default.yaml)"
+    return f"bad value for config key {key!r}: {msg}" if key else msg
+
+
+def load_config(
+    files: Sequence[str | Path] = (),
+    overrides: Sequence[str] = (),
+    extra: dict | None = None,
+) -> Config:
+    """Merge defaults, YAML ``files`` (in order), a nested dict ``extra`` and ``key=value`` ``overrides``."""
+    base = OmegaConf.structured(Config)
+    try:
+        layers = [base]
+        for f in files:
+            path = resolve_config_path(f)
+            data = OmegaConf.load(path)
+            if not isinstance(data, type(base)) and data is not None:
+                raise ConfigError(f"{path}: a config file must hold a mapping of sections")
+            layers.append(data)
+        if extra:
+            layers.append(OmegaConf.create(extra))
+        for o in overrides:
+            if "=" not in o:
+                raise ConfigError(f"override {o!r} is not of the form key=value (e.g. run.steps=200)")
+        if overrides:
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(*layers)
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_explain(exc)) from None
+    assert isinstance(cfg, Config)
+    return cfg.validate()
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(config_to_yaml(cfg))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstrings written under each field of a config dataclass (for --help and docs)."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(getattr(b, "value", None), ast.Constant):
+            docs[a.target.id] = " ".join(str(b.value.value).split())  # type: ignore[union-attr]
+    return docs
+
+
+def describe_config() -> str:
+    """Every key with its default and its docstring, for ``splatgen config``."""
+    lines = []
+    default = Config()
+    for sec in dataclasses.fields(Config):
+        if sec.name == "prompt":
+            continue
+        obj = getattr(default, sec.name)
+        docs = field_docs(type(obj))
+        lines.append(f"[{sec.name}]")
+        for f in dataclasses.fields(obj):
+            lines.append(f"  {sec.name}.{f.name} = {getattr(obj, f.name)!r}")
+            if f.name in docs:
+                lines.append(f"      {docs[f.name]}")
+    return "\n".join(lines)

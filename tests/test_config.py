@@ -1,0 +1,96 @@
+"""Config loading: defaults, YAML files, overrides, and clear refusals of bad keys and values."""
+
+from pathlib import Path
+
+import pytest
+
+from splatgen.config import REPO_CONFIG_DIR, Config, describe_config, field_docs, load_config, save_config
+from splatgen.errors import ConfigError
+
+
+def test_defaults_validate():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.schedule.timestep == "tp-sds"
+
+
+def test_yaml_then_overrides_later_wins(tmp_path: Path):
+    f = tmp_path / "a.yaml"
+    f.write_text("run:\n  steps: 7\n  seed: 3\ncamera:\n  batch_size: 2\n")
+    cfg = load_config([f], ["run.steps=9", "render.background=white"])
+    assert cfg.run.steps == 9 and cfg.run.seed == 3
+    assert cfg.camera.batch_size == 2
+    assert cfg.render.background == "white"
+
+
+def test_unknown_key_is_named(tmp_path: Path):
+    with pytest.raises(ConfigError, match="run.stpes"):
+        load_config(overrides=["run.stpes=3"])
+    f = tmp_path / "bad.yaml"
+    f.write_text("densify:\n  grad_thresh: 0.1\n")
+    with pytest.raises(ConfigError, match="densify.grad_thresh"):
+        load_config([f])
+
+
+def test_unknown_section_is_named():
+    with pytest.raises(ConfigError, match="trainer"):
+        load_config(overrides=["trainer.steps=3"])
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match="run.steps"):
+        load_config(overrides=["run.steps=many"])
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("render.background=purple", "render.background"),
+        ("schedule.timestep=cosine", "schedule.timestep"),
+        ("run.steps=0", "run.steps"),
+        ("model.init_opacity=1.5", "model.init_opacity"),
+        ("schedule.t_min=0.99", "schedule.t_min"),
+        ("guidance.type=stable-diffusion", "guidance.model"),
+        ("run.device=tpu", "run.device"),
+    ],
+)
+def test_bad_values_are_refused_with_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(overrides=[override])
+
+
+def test_override_without_equals():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(overrides=["run.steps"])
+
+
+def test_missing_config_file_lists_bundled():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(["no-such-config.yaml"])
+
+
+def test_bundled_names_resolve():
+    names = sorted(p.stem for p in REPO_CONFIG_DIR.glob("*.yaml"))
+    assert "default" in names
+    for name in names:
+        load_config([name], ["guidance.model=some/folder"] if name == "pixel" else [])
+
+
+def test_round_trip_through_yaml(tmp_path: Path):
+    cfg = load_config(overrides=["run.steps=11", "render.resolution_milestones=[[0.5,128]]"])
+    save_config(cfg, tmp_path / "c.yaml")
+    again = load_config([tmp_path / "c.yaml"])
+    assert again == cfg
+
+
+def test_every_field_has_a_docstring():
+    from dataclasses import fields
+
+    for sec in fields(Config):
+        if sec.name == "prompt":
+            continue
+        cls = type(getattr(Config(), sec.name))
+        docs = field_docs(cls)
+        missing = [f.name for f in fields(cls) if f.name not in docs]
+        assert not missing, f"{cls.__name__} fields without docstring: {missing}"
+    assert "densify.max_gaussians" in describe_config()

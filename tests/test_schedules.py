@@ -1,0 +1,117 @@
+"""Timestep, resolution, SH-degree and densification-window schedules."""
+
+import math
+
+import pytest
+import torch
+
+from splatgen import schedules
+from splatgen.config import ScheduleConfig
+
+
+def sd_alphas_cumprod(T: int = 1000) -> torch.Tensor:
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, T, dtype=torch.float64) ** 2
+    return torch.cumprod(1 - betas, 0)
+
+
+def brute_force_tp(abar, i, N, m1=800, m2=500, s1=300, s2=100, lo=20, hi=980, use_wd=True):
+    """DreamTime's formula written out term by term (REFERENCE.md section 2)."""
+    p = []
+    for t in range(len(abar)):
+        if t < lo or t > hi:
+            p.append(0.0)
+            continue
+        wp = math.exp(-((t - m1) ** 2) / (2 * s1**2)) if t > m1 else (1.0 if t >= m2 else math.exp(-((t - m2) ** 2) / (2 * s2**2)))
+        wd = math.sqrt((1 - float(abar[t])) / float(abar[t])) if use_wd else 1.0
+        p.append(wp * wd)
+    z = sum(p)
+    p = [x / z for x in p]
+    best, best_err = None, math.inf
+    for t in range(lo, hi + 1):
+        err = abs(sum(p[t:]) - i / N)
+        if err < best_err - 1e-15 or (abs(err - best_err) <= 1e-15 and t > best):
+            best, best_err = t, err
+    return best
+
+
+@pytest.mark.parametrize("use_wd", [True, False])
+def test_tp_sds_matches_formula(use_wd):
+    abar = sd_alphas_cumprod()
+    sched = schedules.TimestepSchedule(ScheduleConfig(tp_use_wd=use_wd), abar, 200)
+    for i in (0, 1, 37, 100, 150, 199):
+        assert sched.tp_table()[i] == brute_force_tp(abar, i, 200, use_wd=use_wd)
+
+
+def test_tp_sds_reference_midpoints():
+    # REFERENCE.md: with W_d, t stays near 833 at half the run; without, near 673.
+    abar = sd_alphas_cumprod()
+    with_wd = schedules.TimestepSchedule(ScheduleConfig(tp_use_wd=True), abar, 1000).tp_table()
+    without = schedules.TimestepSchedule(ScheduleConfig(tp_use_wd=False), abar, 1000).tp_table()
+    assert abs(with_wd[500] - 833) <= 3 and abs(without[500] - 673) <= 3
+    assert all(a >= b for a, b in zip(with_wd, with_wd[1:])), "TP-SDS must be non-increasing"
+    assert with_wd[0] == 980 and 20 <= with_wd[-1] < 400
+
+
+def test_tp_prior_normalised_and_supported():
+    abar = sd_alphas_cumprod()
+    p = schedules.tp_sds_prior(abar, 20, 980)
+    assert math.isclose(float(p.sum()), 1.0, rel_tol=1e-9)
+    assert float(p[:20].sum()) == 0.0 and float(p[981:].sum()) == 0.0
+
+
+def test_prior_scales_to_other_T():
+    abar = sd_alphas_cumprod(500)
+    s = schedules.TimestepSchedule(ScheduleConfig(), abar, 100)
+    table = s.tp_table()
+    assert table[0] == round(0.98 * 500) and all(0 <= t < 500 for t in table)
+
+
+def test_uniform_in_range_and_seeded():
+    abar = sd_alphas_cumprod()
+    s = schedules.TimestepSchedule(ScheduleConfig(timestep="uniform"), abar, 100)
+    a = s(0, 1000, torch.Generator().manual_seed(0))
+    b = s(0, 1000, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    assert int(a.min()) >= 20 and int(a.max()) <= 980 and len(set(a.tolist())) > 500
+
+
+def test_linear_and_step():
+    abar = sd_alphas_cumprod()
+    lin = schedules.TimestepSchedule(ScheduleConfig(timestep="linear"), abar, 11)
+    g = torch.Generator()
+    assert int(lin(0, 1, g)) == 980 and int(lin(10, 1, g)) == 20 and int(lin(5, 1, g)) == 500
+    st = schedules.TimestepSchedule(ScheduleConfig(timestep="step", step_at=0.5, step_t_max_end=0.55), abar, 100)
+    early = st(10, 2000, torch.Generator().manual_seed(1))
+    late = st(60, 2000, torch.Generator().manual_seed(1))
+    assert int(early.max()) > 900 and int(late.max()) <= 550
+
+
+def test_jitter_gives_per_view_timesteps():
+    abar = sd_alphas_cumprod()
+    s = schedules.TimestepSchedule(ScheduleConfig(tp_jitter=0.05), abar, 100)
+    t = s(50, 8, torch.Generator().manual_seed(0))
+    centre = s.tp_table()[50]
+    assert len(set(t.tolist())) > 1 and int((t - centre).abs().max()) <= 50
+
+
+def test_resolution_and_sh_milestones():
+    m = [[0.3, 128], [0.6, 256]]
+    assert schedules.resolution_at(0, 100, 64, m) == 64
+    assert schedules.resolution_at(29, 100, 64, m) == 64
+    assert schedules.resolution_at(30, 100, 64, m) == 128
+    assert schedules.resolution_at(99, 100, 64, m) == 256
+    assert schedules.sh_degree_at(0, 100, 3, [0.2, 0.4, 0.6]) == 0
+    assert schedules.sh_degree_at(45, 100, 3, [0.2, 0.4, 0.6]) == 2
+    assert schedules.sh_degree_at(0, 100, 2, []) == 2
+
+
+def test_densify_window():
+    hits = [s for s in range(100) if schedules.in_densify_window(s, 100, 0.1, 0.5, 10)]
+    assert hits == [19, 29, 39, 49]
+
+
+def test_means_lr_decay():
+    assert math.isclose(schedules.means_lr_at(0, 100, 1e-3, 1e-5), 1e-3)
+    assert math.isclose(schedules.means_lr_at(99, 100, 1e-3, 1e-5), 1e-5)
+    mid = schedules.means_lr_at(49, 100, 1e-3, 1e-5)
+    assert 1e-5 < mid < 1e-3
