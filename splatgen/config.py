@@ -369,7 +369,8 @@ def load_config(
     overrides: Sequence[str] = (),
     extra: dict | None = None,
 ) -> Config:
-    """Merge defaults, YAML ``files`` (in order), a nested dict ``extra`` and ``key=value`` ``overrides``."""
+    """Merge defaults, YAML ``files`` (in order), ``key=value`` ``overrides``, then a nested dict ``extra``
+    (the Python API's keyword overrides); later layers win."""
     base = OmegaConf.structured(Config)
     try:
         layers = [base]
@@ -379,13 +380,13 @@ def load_config(
             if not isinstance(data, type(base)) and data is not None:
                 raise ConfigError(f"{path}: a config file must hold a mapping of sections")
             layers.append(data)
-        if extra:
-            layers.append(OmegaConf.create(extra))
         for o in overrides:
             if "=" not in o:
                 raise ConfigError(f"override {o!r} is not of the form key=value (e.g. run.steps=200)")
         if overrides:
             layers.append(OmegaConf.from_dotlist(list(overrides)))
+        if extra:
+            layers.append(OmegaConf.create(extra))
         merged = OmegaConf.merge(*layers)
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:

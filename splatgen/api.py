@@ -1,0 +1,179 @@
+"""The Python API: ``splatgen.generate(prompt, ...)`` and the result it returns."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .cameras import Cameras, evenly_spaced_cameras
+from .config import Config, load_config
+from .errors import PromptError
+from .export import load_ply, save_ply
+from .gaussians import GaussianModel
+
+log = logging.getLogger("splatgen")
+
+
+def check_prompt(prompt: Any) -> str:
+    if not isinstance(prompt, str):
+        raise PromptError(f"the prompt must be a string, got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise PromptError('the prompt is empty; describe the object to generate, e.g. "a red mug"')
+    return " ".join(prompt.split())
+
+
+@dataclass
+class GenerationResult:
+    """What a generation produced: the Gaussians, the config, and where files were written."""
+
+    model: GaussianModel
+    config: Config
+    out_dir: Optional[Path] = None
+    history: List[dict] = field(default_factory=list)
+    stage_ms: Dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    metrics: Optional[Dict[str, Any]] = None
+
+    @property
+    def num_gaussians(self) -> int:
+        return len(self.model)
+
+    def save_ply(self, path: str | Path, pad_sh_to_degree3: bool = False) -> Path:
+        save_ply(self.model, path, pad_sh_to_degree3)
+        return Path(path)
+
+    def render(
+        self,
+        cameras: Optional[Cameras] = None,
+        n_views: int = 4,
+        resolution: int = 256,
+        elevation: float = 15.0,
+        background: Sequence[float] = (1.0, 1.0, 1.0),
+        backend: str = "auto",
+    ) -> Tensor:
+        """Images [B, H, W, 3] in [0, 1] (by default ``n_views`` views evenly spaced in azimuth)."""
+        from .render import render, resolve_backend
+
+        dev = self.model.device
+        cams = cameras if cameras is not None else evenly_spaced_cameras(n_views, resolution, elevation=elevation, device=dev)
+        bg = torch.tensor(background, dtype=torch.float32, device=dev).expand(len(cams), 3)
+        with torch.no_grad():
+            out = render(self.model, cams.to(dev), bg, backend=resolve_backend(backend, dev))
+        return out.rgb.clamp(0, 1).cpu()
+
+    def save_previews(self, path: str | Path, n_views: int = 4, resolution: int = 256) -> Path:
+        save_image_grid(self.render(n_views=n_views, resolution=resolution), path)
+        return Path(path)
+
+
+def save_image_grid(images: Tensor, path: str | Path, cols: Optional[int] = None) -> None:
+    """Save [B, H, W, 3] images in [0, 1] as one PNG, ``cols`` per row."""
+    from PIL import Image
+
+    b, h, w, _ = images.shape
+    cols = cols or b
+    rows = (b + cols - 1) // cols
+    grid = torch.ones(rows * h, cols * w, 3)
+    for i in range(b):
+        r, c = divmod(i, cols)
+        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = images[i]
+    Image.fromarray((grid.clamp(0, 1).numpy() * 255 + 0.5).astype("uint8")).save(path)
+
+
+def _overrides_from_kwargs(kwargs: Dict[str, Any]) -> dict:
+    """``run={"steps": 10}`` merges a section; ``run__steps=10`` is the dotted key run.steps."""
+    extra: dict = {}
+    for k, v in kwargs.items():
+        if isinstance(v, dict):
+            extra.setdefault(k, {}).update(v)
+        elif "__" in k:
+            sec, key = k.split("__", 1)
+            extra.setdefault(sec, {})[key] = v
+        else:
+            extra[k] = v
+    return extra
+
+
+def generate(
+    prompt: str,
+    config: str | Path | Sequence[str | Path] | Config | None = None,
+    out_dir: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    overwrite: bool = False,
+    guidance=None,
+    profile: bool = False,
+    **kwargs: Any,
+) -> GenerationResult:
+    """Generate 3D Gaussians for ``prompt``.
+
+    Args:
+        prompt: the text prompt.
+        config: a YAML path, a bundled config name (``"default"``, ``"sd21"``...), a list of them, or a Config.
+        out_dir: run folder for ``splats.ply``, ``config.yaml``, ``metrics.jsonl``, checkpoints and previews
+            (None: nothing written).
+        overrides: ``"section.key=value"`` strings, as on the command line.
+        overwrite: replace an existing run in ``out_dir`` (otherwise that is refused).
+        guidance: a ready :class:`~splatgen.guidance.base.Guidance` to use instead of building one.
+        profile: time each stage of the step (synchronises the GPU; for benchmarks).
+        **kwargs: section overrides, ``run={"steps": 100}`` or ``run__steps=100``.
+    """
+    from .trainer import Trainer, preview_cameras
+
+    prompt = check_prompt(prompt)
+    extra = _overrides_from_kwargs(kwargs)
+    if isinstance(config, Config):
+        from omegaconf import OmegaConf
+
+        base = OmegaConf.to_container(OmegaConf.structured(config))
+        cfg = load_config(extra=_deep_merge(base, extra), overrides=overrides)
+    else:
+        files = [] if config is None else ([config] if isinstance(config, (str, Path)) else list(config))
+        cfg = load_config(files, overrides, extra=extra)
+    cfg.prompt = prompt
+    trainer = Trainer(cfg, out_dir, guidance=guidance, overwrite=overwrite, profile=profile)
+    tr = trainer.train()
+    result = GenerationResult(tr.model, cfg, trainer.out_dir, tr.history, tr.stage_ms, tr.seconds)
+    if trainer.out_dir is not None:
+        out = trainer.out_dir
+        result.save_ply(out / "splats.ply")
+        if cfg.run.preview_views > 0:
+            cams = preview_cameras(cfg.run.preview_views, cfg.run.preview_resolution, tr.model.device)
+            save_image_grid(result.render(cameras=cams), out / "previews.png")
+        summary = {"prompt": prompt, "seconds": round(tr.seconds, 3), "steps": tr.steps,
+                   "num_gaussians": len(tr.model), "device": str(trainer.device), "stage_ms": tr.stage_ms}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        if cfg.run.evaluate:
+            result.metrics = _maybe_evaluate(out, prompt)
+    trainer.guidance.release()
+    return result
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _maybe_evaluate(run_dir: Path, prompt: str) -> Optional[Dict[str, Any]]:
+    try:
+        from .world.grammar import is_world_prompt
+        from .world.metrics import evaluate_run
+    except ImportError:
+        return None
+    if not is_world_prompt(prompt):
+        return None
+    return evaluate_run(run_dir)
+
+
+def load_result(run_dir: str | Path, device: str = "cpu") -> GenerationResult:
+    """Load a finished run folder (``splats.ply`` + ``config.yaml``)."""
+    run_dir = Path(run_dir)
+    cfg = load_config([run_dir / "config.yaml"])
+    return GenerationResult(load_ply(run_dir / "splats.ply", device=device), cfg, run_dir)
