@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/sd_step.json"))
     ap.add_argument("--views", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--resolution", type=int, default=512)
-    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=30, help="untimed steps; include a densification so Triton compiles first")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--num-points", type=int, default=50_000)
     ap.add_argument("--max-gaussians", type=int, default=200_000)

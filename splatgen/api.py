@@ -114,7 +114,8 @@ def generate(
 
     Args:
         prompt: the text prompt.
-        config: a YAML path, a bundled config name (``"default"``, ``"sd21"``...), a list of them, or a Config.
+        config: a YAML path, a bundled config name (``"default"``, ``"sd21"``...), a list of them, or a Config;
+            None means the bundled ``default`` (the offline procedural-world prior).
         out_dir: run folder for ``splats.ply``, ``config.yaml``, ``metrics.jsonl``, checkpoints and previews
             (None: nothing written).
         overrides: ``"section.key=value"`` strings, as on the command line.
@@ -133,7 +134,8 @@ def generate(
         base = OmegaConf.to_container(OmegaConf.structured(config))
         cfg = load_config(extra=_deep_merge(base, extra), overrides=overrides)
     else:
-        files = [] if config is None else ([config] if isinstance(config, (str, Path)) else list(config))
+        # No config: the bundled offline default (configs/default.yaml), as `splatgen generate` uses.
+        files = ["default"] if config is None else ([config] if isinstance(config, (str, Path)) else list(config))
         cfg = load_config(files, overrides, extra=extra)
     cfg.prompt = prompt
     trainer = Trainer(cfg, out_dir, guidance=guidance, overwrite=overwrite, profile=profile)

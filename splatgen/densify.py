@@ -85,7 +85,9 @@ def accumulate_stats(stats: DensifyStats, means2d_grad: Tensor, radii: Tensor, w
     visible = radii > 0
     stats.grad2d_sum += torch.where(visible, norm, torch.zeros_like(norm)).sum(0)
     stats.count += visible.sum(0).float()
-    frac = radii.float() / float(max(width, height))
+    # Multiply by the reciprocal rather than divide: PyTorch's CUDA division by a scalar does exactly this,
+    # so the CPU and CUDA references (and the Triton kernel) agree to the bit.
+    frac = radii.float() * (1.0 / float(max(width, height)))
     stats.max_radii = torch.maximum(stats.max_radii, frac.max(0).values)
 
 

@@ -73,7 +73,9 @@ SURVIVES, CLONED, SPLIT = 1, 2, 4
 # ---------------------------------------------------------------------------------------------------------
 # 1. statistics
 # ---------------------------------------------------------------------------------------------------------
-@triton.jit
+# Sizes vary from call to call (N grows with densification): do not specialise on them, or Triton
+# recompiles whenever one becomes 1 or a multiple of 16.
+@triton.jit(do_not_specialize=["N", "B"])
 def _accumulate_kernel(
     grad2d_sum_ptr,  # [N] f32, in place
     count_ptr,  # [N] f32, in place
@@ -84,7 +86,7 @@ def _accumulate_kernel(
     B,
     half_w,
     half_h,
-    side,
+    inv_side,
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -105,7 +107,7 @@ def _accumulate_kernel(
         visible = r > 0
         acc += tl.where(visible, norm, 0.0)
         cnt += visible.to(tl.float32)
-        frac = tl.math.div_rn(r.to(tl.float32), side)  # IEEE division, as radii.float() / max(W, H)
+        frac = r.to(tl.float32) * inv_side  # as the reference: radii.float() * (1 / max(W, H)) in float32
         rmax = tl.where(frac > rmax, frac, rmax)
         idx += N
     old_sum = tl.load(grad2d_sum_ptr + rows, mask=m, other=0.0)
@@ -141,7 +143,7 @@ def accumulate_stats_triton(
         return
     _accumulate_kernel[(triton.cdiv(N, _ACC_BLOCK),)](
         grad2d_sum, count, max_radii, means2d_grad.contiguous(), radii.contiguous(), N, B,
-        width * 0.5, height * 0.5, float(max(width, height)),
+        width * 0.5, height * 0.5, 1.0 / float(max(width, height)),
         BLOCK=_ACC_BLOCK, num_warps=4, enable_fp_fusion=False,  # IEEE x*x + y*y, as in the interpreter
     )
 
@@ -207,7 +209,9 @@ def _threshold(kind: str, value: float, device_str: str) -> float:
     return math.nan if t is None else t
 
 
-@triton.jit
+# Sizes vary from call to call (N grows with densification): do not specialise on them, or Triton
+# recompiles whenever one becomes 1 or a multiple of 16.
+@triton.jit(do_not_specialize=["N"])
 def _decide_kernel(
     grad2d_sum_ptr,  # [N] f32
     count_ptr,  # [N] f32
@@ -262,7 +266,9 @@ def _decide_kernel(
     tl.store(block_counts_ptr + pid * 4 + 3, tl.sum(prune.to(tl.int32), axis=0))
 
 
-@triton.jit
+# Sizes vary from call to call (N grows with densification): do not specialise on them, or Triton
+# recompiles whenever one becomes 1 or a multiple of 16.
+@triton.jit(do_not_specialize=["NB"])
 def _scan_kernel(
     block_counts_ptr,  # [NB, 4] int32
     block_offsets_ptr,  # [NB, 4] int32 out: exclusive prefix sums over blocks
@@ -378,7 +384,9 @@ def densify_decisions_triton(stats, scales_log: Tensor, opacities_logit: Tensor,
 # ---------------------------------------------------------------------------------------------------------
 # 3. compaction, split sampling and optimizer state
 # ---------------------------------------------------------------------------------------------------------
-@triton.jit
+# Sizes vary from call to call (N grows with densification): do not specialise on them, or Triton
+# recompiles whenever one becomes 1 or a multiple of 16.
+@triton.jit(do_not_specialize=["N", "n_survive", "n_clone", "n_split", "seed"])
 def _scatter_kernel(
     codes_ptr,  # [N] uint8
     block_offsets_ptr,  # [NB, 4] int32

@@ -47,7 +47,9 @@ _FINAL_WARPS = 8
 _INF = tl.constexpr(float("inf"))
 
 
-@triton.jit
+# Sizes vary from call to call (N grows with densification): do not specialise on them, or Triton
+# recompiles whenever one becomes 1 or a multiple of 16.
+@triton.jit(do_not_specialize=["M", "B"])
 def _sds_grad_kernel(
     eps_ptr,  # [2B, M] any float dtype
     noise_ptr,  # [B, M] any float dtype
@@ -92,7 +94,9 @@ def _sds_grad_kernel(
     tl.store(part_bad_ptr + pid, tl.sum(bad.to(tl.int32), axis=0))
 
 
-@triton.jit
+# Sizes vary from call to call (N grows with densification): do not specialise on them, or Triton
+# recompiles whenever one becomes 1 or a multiple of 16.
+@triton.jit(do_not_specialize=["P"])
 def _sds_finalize_kernel(
     part_sq_ptr,  # [P] float32
     part_bad_ptr,  # [P] int32

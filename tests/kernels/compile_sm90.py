@@ -74,7 +74,7 @@ def variants():
     types = dict(part_sq_ptr="*fp32", part_bad_ptr="*i32", P="i32", norm_ptr="*fp32", loss_ptr="*fp32", bad_ptr="*i64")
     out.append(("sds finalize", S._sds_finalize_kernel, types, dict(BLOCK=S._FINAL_BLOCK), [], dict(num_warps=S._FINAL_WARPS, enable_fp_fusion=False)))
     types = dict(grad2d_sum_ptr="*fp32", count_ptr="*fp32", max_radii_ptr="*fp32", grad_ptr="*fp32", radii_ptr="*i32",
-                 N="i32", B="i32", half_w="fp32", half_h="fp32", side="fp32")
+                 N="i32", B="i32", half_w="fp32", half_h="fp32", inv_side="fp32")
     out.append(("accumulate", D._accumulate_kernel, types, dict(BLOCK=D._ACC_BLOCK), [k for k in types if k.endswith("ptr")],
                 dict(num_warps=4, enable_fp_fusion=False)))
     types = dict(grad2d_sum_ptr="*fp32", count_ptr="*fp32", max_radii_ptr="*fp32", scales_ptr="*fp32", opac_ptr="*fp32",

@@ -1,0 +1,22 @@
+# Source this at the start of every command on the GPU machine (see benchmarks/README.md):
+#   source benchmarks/device/setup.sh
+# It installs the carried wheels (.whl/) into /tmp/site, and either loads a gsplat CUDA extension carried
+# from an earlier call (.gsplat_build/gsplat_cuda.so) or builds it once (about 70 s on the H100) and
+# copies it to $OUT so the next call can carry it.
+set -e
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+export MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 TORCH_EXTENSIONS_DIR=/tmp/torch_ext
+# Register the repository's triton_kernels/ folder under its import name (an editable install does this).
+python3 benchmarks/device/link_kernels.py /tmp/site
+if [ -f .gsplat_build/gsplat_cuda.so ]; then
+  cp benchmarks/device/sitecustomize.py /tmp/site/sitecustomize.py
+  export GSPLAT_PREBUILT_SO=$PWD/.gsplat_build/gsplat_cuda.so
+else
+  t0=$(date +%s)
+  python3 -c "import gsplat.cuda._backend as b; assert b._C is not None, 'gsplat CUDA build failed'"
+  echo "gsplat JIT build: $(( $(date +%s) - t0 )) s"
+  if [ -n "${OUT:-}" ]; then cp /tmp/torch_ext/gsplat_cuda/gsplat_cuda.so "$OUT/gsplat_cuda.so"; fi
+fi
+set +e
