@@ -42,7 +42,7 @@ def _range(section: str, name: str, value: Sequence[float], lo: float = -float("
 class RunConfig:
     seed: int = 0
     """Seed for every random draw of the run (initialisation, cameras, timesteps, noise)."""
-    steps: int = 500
+    steps: int = 300
     """Number of optimisation steps."""
     device: str = "auto"
     """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
@@ -74,7 +74,7 @@ class RunConfig:
 
 @dataclass(kw_only=True)
 class ModelConfig:
-    num_points: int = 4096
+    num_points: int = 2048
     """Number of Gaussians at initialisation."""
     init_radius: float = 0.5
     """Radius of the ball (world units) the initial means are drawn uniformly from."""
@@ -105,7 +105,7 @@ class ModelConfig:
 
 @dataclass(kw_only=True)
 class CameraConfig:
-    batch_size: int = 1
+    batch_size: int = 4
     """Views rendered per step; their azimuths are spread evenly over the circle."""
     elevation_range: List[float] = field(default_factory=lambda: [-10.0, 45.0])
     """Elevation range in degrees (0: horizon, 90: straight above)."""
@@ -138,7 +138,7 @@ class RenderConfig:
     """Render side in pixels at the start of the run."""
     resolution_milestones: List[List[float]] = field(default_factory=list)
     """[[fraction, side], ...]: from that fraction of the run on, render at that side (coarse to fine)."""
-    background: str = "random"
+    background: str = "white"
     """'white', 'black', 'random' (a random colour per view, a common SDS trick) or 'color'."""
     background_color: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     """RGB in [0, 1] used when background='color'."""
@@ -165,14 +165,15 @@ class RenderConfig:
 
 @dataclass(kw_only=True)
 class GuidanceConfig:
-    type: str = "world"
-    """'world' (exact oracle prior of the procedural world, offline), 'stable-diffusion' (latent space,
-    needs weights) or 'pixel' (a pixel-space conditional UNet in diffusers format)."""
-    model: str = ""
-    """Hub id or local folder of the diffusion model (diffusers layout); unused by 'world'."""
+    type: str = "pixel"
+    """'pixel' (a pixel-space conditional UNet in diffusers format; the bundled prior is one), 'stable-diffusion'
+    (latent space, needs weights) or 'world' (the procedural world's exact oracle prior, no weights)."""
+    model: str = "bundled"
+    """Hub id or local folder of the diffusion model (diffusers layout), or 'bundled' for the prior shipped with
+    splatgen (pixel space, trained on the procedural world); unused by 'world'."""
     dtype: str = "auto"
     """'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16' or 'bf16'."""
-    guidance_scale: float = 100.0
+    guidance_scale: float = 20.0
     """Classifier-free guidance scale s in uncond + s * (cond - uncond)."""
     negative_prompt: str = ""
     """Prompt whose prediction replaces the unconditional one (empty: the plain unconditional)."""
@@ -196,6 +197,11 @@ class GuidanceConfig:
         _positive("guidance", "grad_clip", self.grad_clip, allow_zero=True)
         _positive("guidance", "world_views", self.world_views)
         _positive("guidance", "world_resolution", self.world_resolution)
+        if self.type == "stable-diffusion" and self.model == "bundled":
+            raise ConfigError(
+                "guidance.model='bundled' is the bundled pixel-space prior; guidance.type=stable-diffusion needs a "
+                "hub id (e.g. stabilityai/stable-diffusion-2-1-base) or a local folder in diffusers layout"
+            )
         if self.type in ("stable-diffusion", "pixel") and not self.model:
             raise ConfigError(
                 f"guidance.model is empty but guidance.type={self.type!r} needs weights: give a hub id "

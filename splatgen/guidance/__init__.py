@@ -59,7 +59,14 @@ def _stable_diffusion(cfg: GuidanceConfig, device: torch.device, dtype: torch.dt
 
 
 def _pixel(cfg: GuidanceConfig, device: torch.device, dtype: torch.dtype) -> Guidance:
-    return PixelGuidance(cfg.model, device, dtype)
+    model = cfg.model
+    if model == "bundled":
+        # The prior trained on the procedural world and shipped in the package (splatgen/assets/prior).
+        from ..prior import bundled_prior_path, check_prior_folder
+
+        model = str(bundled_prior_path())
+        check_prior_folder(model)
+    return PixelGuidance(model, device, dtype)
 
 
 def _world(cfg: GuidanceConfig, device: torch.device, dtype: torch.dtype) -> Guidance:

@@ -269,10 +269,21 @@ def _load_hf_prompt_encoder(source: Union[Path, str], device: torch.device, dtyp
     return HFPromptEncoder.from_pretrained(source, device, dtype, layout=tuple(layout) + ("text_encoder", "tokenizer"))
 
 
+def _load_openclip_prompt_encoder(
+    source: Union[Path, str], device: torch.device, dtype: torch.dtype, layout: Sequence[str]
+) -> PromptEncoder:
+    # open_clip is imported only for folders that hold such a text tower (the bundled prior does).
+    from ..prior.clip_model import load_openclip_prompt_encoder
+
+    return load_openclip_prompt_encoder(source, device, dtype, layout)
+
+
 #: Text-encoder backends of :class:`PixelGuidance`, keyed by the subfolder that identifies them; the first whose
-#: folder exists is used. An open_clip text tower would register e.g. ``"open_clip": load_open_clip_encoder``.
+#: folder exists is used: a transformers CLIP (``text_encoder/`` + ``tokenizer/``) or an open_clip text tower
+#: (``text_encoder_openclip/``, the bundled prior's).
 PROMPT_ENCODER_LOADERS: Dict[str, Callable[[Union[Path, str], torch.device, torch.dtype, Sequence[str]], PromptEncoder]] = {
     "text_encoder": _load_hf_prompt_encoder,
+    "text_encoder_openclip": _load_openclip_prompt_encoder,
 }
 
 
