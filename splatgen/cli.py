@@ -122,7 +122,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or unknown)}")
     if unknown:
         args.overrides = list(args.overrides) + unknown
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Our messages at INFO; libraries (open_clip, diffusers) keep their own, quieter levels.
+    log = logging.getLogger("splatgen")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
     handlers = {"generate": _cmd_generate, "evaluate": _cmd_evaluate, "config": _cmd_config, "export": _cmd_export}
     try:
         return handlers[args.command](args)
