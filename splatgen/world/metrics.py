@@ -198,11 +198,13 @@ def evaluate_run(
     run_dir: str | Path,
     n_views: int = 16,
     resolution: int = 64,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "auto",
     backend: str = "auto",
 ) -> Dict[str, Any]:
     """Evaluate ``run_dir/splats.ply`` against the object of the run's prompt (``run_dir/config.yaml``, key
     ``prompt``), write ``run_dir/metrics.json`` and return its content.
+
+    ``device='auto'`` evaluates on CUDA when available (gsplat there with ``backend='auto'``), else the CPU.
 
     Raises:
         PromptError: the run's prompt is not a prompt of the procedural world.
@@ -222,6 +224,8 @@ def evaluate_run(
         raise PromptError(f"the run's prompt {prompt!r} is not a prompt of the procedural world, so it has no ground "
                           f"truth to evaluate against; {vocabulary()}")
     obj = parse_prompt(prompt)
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_ply(run_dir / "splats.ply", device=device)
     metrics = evaluate_gaussians(model, obj, n_views, resolution, backend=resolve_backend(backend, model.device))
     metrics = {"prompt": prompt, **metrics}
