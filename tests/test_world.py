@@ -333,3 +333,30 @@ def test_evaluate_run_writes_metrics_json(tmp_path):
     save_config(Config(prompt="a photo of a cat"), tmp_path / "config.yaml")
     with pytest.raises(PromptError, match="mug"):
         evaluate_run(tmp_path)
+
+
+def test_evaluator_r_precision_ranks_the_true_caption(tmp_path):
+    """The evaluator CLIP shipped with the bundled prior picks the true caption for ground-truth views of a
+    world object and not for views of another object; ``evaluate_run`` reports it for a run."""
+    import json
+
+    from splatgen.config import Config, save_config
+    from splatgen.export import save_ply
+    from splatgen.prior import bundled_prior_path
+    from splatgen.prior.evaluate import Evaluator, run_r_precision
+    from splatgen.world.metrics import evaluate_run
+
+    evaluator = Evaluator(bundled_prior_path() / "evaluator_clip")
+    cams = heldout_cameras(8, evaluator.image_size)
+    mug = render_world(parse_prompt("a red mug"), cams)["rgb"].permute(0, 3, 1, 2)
+    chair = render_world(parse_prompt("a blue chair"), cams)["rgb"].permute(0, 3, 1, 2)
+    assert run_r_precision(evaluator, mug, "a red mug", cams.directions) >= 0.75
+    assert run_r_precision(evaluator, chair, "a red mug", cams.directions) <= 0.125
+    assert run_r_precision(evaluator, mug, "a photo of a cat", cams.directions) is None
+
+    run = tmp_path
+    save_ply(surface_gaussians(parse_prompt("a green tree"), n=800), run / "splats.ply")
+    save_config(Config(prompt="a green tree"), run / "config.yaml")
+    metrics = evaluate_run(run, n_views=4, resolution=24)
+    assert 0.0 <= metrics["r_precision"] <= 1.0
+    assert json.loads((run / "metrics.json").read_text())["r_precision"] == metrics["r_precision"]

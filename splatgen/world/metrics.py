@@ -227,7 +227,29 @@ def evaluate_run(
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_ply(run_dir / "splats.ply", device=device)
-    metrics = evaluate_gaussians(model, obj, n_views, resolution, backend=resolve_backend(backend, model.device))
-    metrics = {"prompt": prompt, **metrics}
+    backend = resolve_backend(backend, model.device)
+    metrics = evaluate_gaussians(model, obj, n_views, resolution, backend=backend)
+    metrics = {"prompt": prompt, **metrics, "r_precision": render_r_precision(model, obj.caption, n_views, backend)}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def render_r_precision(model, caption: str, n_views: int = 16, backend: str = "torch") -> Optional[float]:
+    """Evaluator-CLIP R-precision of the model's held-out renders for ``caption`` (a world caption): the
+    fraction of views whose nearest caption among all of the world's (same view direction) is the true one.
+
+    Uses the evaluator shipped with the bundled prior (``splatgen/assets/prior/evaluator_clip``, trained apart
+    from the prior); None when it is not installed. Renders at the evaluator's 64 px on white.
+    """
+    from ..prior import bundled_prior_path
+    from ..prior.evaluate import Evaluator, run_r_precision
+    from ..render import render
+
+    folder = bundled_prior_path() / "evaluator_clip"
+    if not folder.is_dir():
+        return None
+    evaluator = Evaluator(folder, model.device)
+    cams = heldout_cameras(n_views, evaluator.image_size, device=model.device)
+    with torch.no_grad():
+        out = render(model, cams, torch.ones(len(cams), 3, device=model.device), backend=backend)
+    return run_r_precision(evaluator, out.rgb.permute(0, 3, 1, 2).clamp(0, 1), caption, cams.directions)
