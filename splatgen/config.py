@@ -67,6 +67,9 @@ class RunConfig:
         _positive("run", "log_every", self.log_every)
         _positive("run", "preview_views", self.preview_views, allow_zero=True)
         _positive("run", "preview_resolution", self.preview_resolution)
+        # YAML reads a bare on/off (or yes/no, true/false) as a boolean, which OmegaConf then stores as the
+        # string 'True'/'False' in this str field: take those for what the user typed.
+        self.progress = {"true": "on", "false": "off"}.get(str(self.progress).lower(), self.progress)
         _choice("run", "progress", self.progress, ["auto", "on", "off"])
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"run.device={self.device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'")

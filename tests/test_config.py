@@ -94,3 +94,16 @@ def test_every_field_has_a_docstring():
         missing = [f.name for f in fields(cls) if f.name not in docs]
         assert not missing, f"{cls.__name__} fields without docstring: {missing}"
     assert "densify.max_gaussians" in describe_config()
+
+
+@pytest.mark.parametrize("typed, expected", [("off", "off"), ("on", "on"), ("no", "off"), ("auto", "auto")])
+def test_progress_on_off_survive_yaml_booleans(typed, expected, tmp_path: Path):
+    assert load_config(overrides=[f"run.progress={typed}"]).run.progress == expected
+    f = tmp_path / "p.yaml"
+    f.write_text(f"run:\n  progress: {typed}\n")
+    assert load_config([f]).run.progress == expected
+
+
+def test_progress_bad_value_still_refused():
+    with pytest.raises(ConfigError, match="run.progress"):
+        load_config(overrides=["run.progress=sometimes"])
