@@ -54,11 +54,12 @@ over a mug, chair, tree, house and snowman unless noted):
   TP-SDS on [20, 980] 0.729 (Janus 0.13); scale 1: 0.746 (Janus 0.27), 3: 0.766 (0.19), 20: 0.736
   (0.04), 100: 0.691 (0.06); lr means 1e-3 / sh0 1e-2: 0.759; 4 views/step: about the same at 4x the
   cost. Thin parts (chair legs, the snowman's face) are what 32 px misses.
-- The trainer (``configs/default.yaml``: TP-SDS, 4 views at 64 px, 2048 Gaussians, densification), 300
-  steps, mug / chair / snowman: guidance scale 3: IoU 0.80, PSNR 13.9 dB, Janus 0.11; scale 7.5: IoU 0.81,
-  PSNR 16.8 dB, Janus 0.00; scale 7.5 with t ~ U[500, 980]: IoU 0.80, PSNR 16.1 dB, Janus 0.00.
-  Classifier-free guidance is what keeps the back from copying the front here: its unconditional set holds
-  the object's other directions, and scale 7.5 beats both 1-3 (Janus) and 20-100 (over-pushed, lower IoU).
+- The trainer (``configs/world.yaml``: TP-SDS, 4 views at 64 px, 2048 Gaussians, densification), 300
+  steps (~35 s each on the CPU), mug / chair / snowman, seeds 0-1: guidance scale 3: IoU 0.80, PSNR 14.0 dB,
+  Janus 0.11 (the snowman's back copies its face in both seeds); 7.5: IoU 0.78, PSNR 15.4 dB, Janus 0.06;
+  7.5 with t ~ U[500, 980]: IoU 0.80, PSNR 15.8 dB, Janus 0.00; 20 (seed 0): IoU 0.70, PSNR 16.4 dB,
+  Janus 0.00. The scale trades silhouette for colour and for the back not copying the front: the
+  unconditional set holds the object's other directions, so CFG pushes each view away from them.
 """
 
 from __future__ import annotations
