@@ -27,6 +27,7 @@ from .errors import DeviceError, NonFiniteError, RunDirError
 from .export import save_ply
 from .gaussians import GaussianModel
 from .guidance.base import Guidance
+from .kernels_glue import accumulate_stats, densify_step, resolve_kernel_backend, sds_loss
 from .render import make_background, render, resolve_backend
 from .sds import add_noise, sds_weight
 
@@ -145,8 +146,6 @@ class Trainer:
             means=o.lr_means, scales=o.lr_scales, quats=o.lr_quats, opacities=o.lr_opacities, sh0=o.lr_sh0, shN=o.lr_shN,
         ))
         self.render_backend = resolve_backend(cfg.render.backend, self.device)
-        from .kernels_glue import resolve_kernel_backend
-
         self.kernel_backend = resolve_kernel_backend(cfg.densify.backend, self.device)
         self.densify_params = DensifyParams.from_config(cfg.densify)
         self.stats = DensifyStats.zeros(len(self.model), self.device)
@@ -199,8 +198,6 @@ class Trainer:
             eps = self.guidance.predict_noise(x_t, t, cams.directions)
         with T("sds"):
             w = sds_weight(t, self.guidance.alphas_cumprod, cfg.guidance.weighting, self.schedule.prior)
-            from .kernels_glue import sds_loss
-
             loss, sstats = sds_loss(self.kernel_backend, x0, eps, noise, w, cfg.guidance.guidance_scale,
                                     cfg.guidance.grad_clip)
         with T("backward_vae"):
@@ -211,8 +208,6 @@ class Trainer:
                 images.backward(images_leaf.grad)
         with T("optimizer"):
             if self._in_window(step):
-                from .kernels_glue import accumulate_stats
-
                 accumulate_stats(self.kernel_backend, self.stats, out.means2d.grad, out.radii, out.width, out.height)
             assert self.model.optimizer is not None
             self.model.optimizer.step()
@@ -231,8 +226,6 @@ class Trainer:
         if not d.enabled:
             return
         if schedules.in_densify_window(step, total, d.start, d.stop, d.every):
-            from .kernels_glue import densify_step
-
             counts = densify_step(self.kernel_backend, self.model, self.stats, self.densify_params, self.gen)
             self.stats = DensifyStats.zeros(len(self.model), self.device)
             self._log({"step": step + 1, "event": "densify", **counts})
