@@ -15,7 +15,7 @@ from .cameras import Cameras, evenly_spaced_cameras
 from .config import Config, load_config
 from .errors import PromptError
 from .export import load_ply, save_ply
-from .gaussians import GaussianModel
+from .representation import Representation
 
 log = logging.getLogger("splatgen")
 
@@ -30,22 +30,31 @@ def check_prompt(prompt: Any) -> str:
 
 @dataclass
 class GenerationResult:
-    """What a generation produced: the Gaussians, the config, and where files were written."""
+    """What a generation produced: the model (a :class:`GaussianModel`, or a NeRF with ``model.type=nerf``),
+    the config, and where files were written."""
 
-    model: GaussianModel
+    model: Any
     config: Config
     out_dir: Optional[Path] = None
     history: List[dict] = field(default_factory=list)
     stage_ms: Dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     metrics: Optional[Dict[str, Any]] = None
+    rep: Optional[Representation] = None
+    evals: List[dict] = field(default_factory=list)
+    """Ground-truth metrics every ``run.eval_every`` steps (procedural-world prompts)."""
 
     @property
     def num_gaussians(self) -> int:
-        return len(self.model)
+        """Gaussians in the model (for a NeRF: its occupied grid cells)."""
+        return self.rep.size() if self.rep is not None else len(self.model)
 
     def save_ply(self, path: str | Path, pad_sh_to_degree3: bool = False) -> Path:
-        save_ply(self.model, path, pad_sh_to_degree3)
+        """Write the model as a 3DGS-layout .ply (a NeRF writes its density as a point cloud of splats)."""
+        if self.rep is not None and self.rep.kind != "gaussians":
+            self.rep.save_ply(Path(path))
+        else:
+            save_ply(self.model, path, pad_sh_to_degree3)
         return Path(path)
 
     def render(
@@ -60,9 +69,11 @@ class GenerationResult:
         """Images [B, H, W, 3] in [0, 1] (by default ``n_views`` views evenly spaced in azimuth)."""
         from .render import render, resolve_backend
 
-        dev = self.model.device
+        dev = self.rep.device if self.rep is not None else self.model.device
         cams = cameras if cameras is not None else evenly_spaced_cameras(n_views, resolution, elevation=elevation, device=dev)
         bg = torch.tensor(background, dtype=torch.float32, device=dev).expand(len(cams), 3)
+        if self.rep is not None and self.rep.kind != "gaussians":
+            return self.rep.render_eval(cams.to(dev), bg)[0].clamp(0, 1).cpu()
         with torch.no_grad():
             out = render(self.model, cams.to(dev), bg, backend=resolve_backend(backend, dev))
         return out.rgb.clamp(0, 1).cpu()
@@ -140,15 +151,16 @@ def generate(
     cfg.prompt = prompt
     trainer = Trainer(cfg, out_dir, guidance=guidance, overwrite=overwrite, profile=profile)
     tr = trainer.train()
-    result = GenerationResult(tr.model, cfg, trainer.out_dir, tr.history, tr.stage_ms, tr.seconds)
+    result = GenerationResult(tr.model, cfg, trainer.out_dir, tr.history, tr.stage_ms, tr.seconds, rep=tr.rep,
+                              evals=tr.evals)
     if trainer.out_dir is not None:
         out = trainer.out_dir
-        result.save_ply(out / "splats.ply")
+        result.save_ply(out / tr.rep.ply_name)
         if cfg.run.preview_views > 0:
-            cams = preview_cameras(cfg.run.preview_views, cfg.run.preview_resolution, tr.model.device)
+            cams = preview_cameras(cfg.run.preview_views, cfg.run.preview_resolution, tr.rep.device)
             save_image_grid(result.render(cameras=cams), out / "previews.png")
-        summary = {"prompt": prompt, "seconds": round(tr.seconds, 3), "steps": tr.steps,
-                   "num_gaussians": len(tr.model), "device": str(trainer.device), "stage_ms": tr.stage_ms}
+        summary = {"prompt": prompt, "representation": tr.rep.kind, "seconds": round(tr.seconds, 3),
+                   "steps": tr.steps, **tr.rep.scalars(), "device": str(trainer.device), "stage_ms": tr.stage_ms}
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         if cfg.run.evaluate:
             result.metrics = _maybe_evaluate(out, prompt)
@@ -175,7 +187,16 @@ def _maybe_evaluate(run_dir: Path, prompt: str) -> Optional[Dict[str, Any]]:
 
 
 def load_result(run_dir: str | Path, device: str = "cpu") -> GenerationResult:
-    """Load a finished run folder (``splats.ply`` + ``config.yaml``)."""
+    """Load a finished run folder (``config.yaml`` + ``splats.ply``, or ``checkpoints/final.pt`` for a NeRF)."""
+    from .representation import GaussianRepresentation, NerfRepresentation
+
     run_dir = Path(run_dir)
     cfg = load_config([run_dir / "config.yaml"])
-    return GenerationResult(load_ply(run_dir / "splats.ply", device=device), cfg, run_dir)
+    gen = torch.Generator().manual_seed(0)
+    if cfg.model.type == "nerf":
+        rep: Representation = NerfRepresentation(cfg, torch.device(device), gen)
+        ckpt = torch.load(run_dir / "checkpoints" / "final.pt", map_location=device, weights_only=False)
+        rep.model.load_state(ckpt["params"])
+    else:
+        rep = GaussianRepresentation(cfg, torch.device(device), gen, model=load_ply(run_dir / "splats.ply", device=device))
+    return GenerationResult(rep.module, cfg, run_dir, rep=rep)

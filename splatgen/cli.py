@@ -77,7 +77,10 @@ def _cmd_generate(args) -> int:
     out = args.out if args.out is not None else default_out_dir(args.prompt)
     result = generate(args.prompt, config=args.config or None, out_dir=out, overrides=args.overrides,
                       overwrite=args.overwrite, profile=args.profile)
-    print(f"wrote {out / 'splats.ply'} ({result.num_gaussians} Gaussians) in {result.seconds:.1f} s")
+    rep = result.rep
+    what = f"{rep.size()} Gaussians" if rep is None or rep.kind == "gaussians" else f"NeRF, {rep.size()} occupied cells"
+    name = rep.ply_name if rep is not None else "splats.ply"
+    print(f"wrote {out / name} ({what}) in {result.seconds:.1f} s")
     if result.metrics:
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.metrics.items() if not isinstance(v, (dict, list))}
         print("metrics:", json.dumps(shown))
@@ -106,7 +109,11 @@ def _cmd_config(args) -> int:
 def _cmd_export(args) -> int:
     from .export import load_ply, save_ply
 
-    src = args.run_dir / "splats.ply" if args.run_dir.is_dir() else args.run_dir
+    if args.run_dir.is_dir():
+        src = next((args.run_dir / n for n in ("splats.ply", "nerf.ply") if (args.run_dir / n).is_file()),
+                   args.run_dir / "splats.ply")
+    else:
+        src = args.run_dir
     n = save_ply(load_ply(src), args.path, pad_sh_to_degree3=args.pad_sh3)
     print(f"wrote {args.path} ({n} Gaussians)")
     return 0

@@ -60,6 +60,9 @@ class RunConfig:
     """Also log scalars to TensorBoard (needs the tensorboard package)."""
     evaluate: bool = True
     """At the end, evaluate against ground truth when the prompt belongs to the procedural world."""
+    eval_every: int = 0
+    """Also evaluate against ground truth every this many steps (procedural-world prompts only; the time spent
+    evaluating is excluded from the run's training seconds); the curve goes to metrics.jsonl (0: off)."""
 
     def validate(self) -> None:
         _positive("run", "steps", self.steps)
@@ -67,6 +70,7 @@ class RunConfig:
         _positive("run", "log_every", self.log_every)
         _positive("run", "preview_views", self.preview_views, allow_zero=True)
         _positive("run", "preview_resolution", self.preview_resolution)
+        _positive("run", "eval_every", self.eval_every, allow_zero=True)
         # YAML reads a bare on/off (or yes/no, true/false) as a boolean, which OmegaConf then stores as the
         # string 'True'/'False' in this str field: take those for what the user typed.
         self.progress = {"true": "on", "false": "off"}.get(str(self.progress).lower(), self.progress)
@@ -77,6 +81,10 @@ class RunConfig:
 
 @dataclass(kw_only=True)
 class ModelConfig:
+    type: str = "gaussians"
+    """The 3D representation: 'gaussians' (3D Gaussian splatting, the default) or 'nerf' (the DreamFusion-style
+    NeRF baseline of :mod:`splatgen.nerf`, configured by the ``nerf`` section; the Gaussian keys below and the
+    ``densify`` section are then unused)."""
     num_points: int = 2048
     """Number of Gaussians at initialisation."""
     init_radius: float = 0.5
@@ -93,6 +101,7 @@ class ModelConfig:
     """Fractions of the run at which the active SH degree grows by one (e.g. [0.5] with sh_degree=1)."""
 
     def validate(self) -> None:
+        _choice("model", "type", self.type, ["gaussians", "nerf"])
         _positive("model", "num_points", self.num_points)
         _positive("model", "init_radius", self.init_radius)
         _positive("model", "init_scale", self.init_scale)
@@ -187,6 +196,9 @@ class GuidanceConfig:
     or 'dreamtime' (the TP-SDS prior W_d W_p normalised to mean 1 over the timestep range)."""
     grad_clip: float = 0.0
     """Clip every element of the SDS gradient to [-grad_clip, grad_clip] (0: off)."""
+    cuda_graph: bool = True
+    """On CUDA, replay the UNet's forward from a CUDA graph captured once per input shape (removes the
+    kernel-launch overhead that dominates small UNets and single views); ignored on CPU."""
     world_views: int = 256
     """'world' prior: ground-truth views per object that define the exact denoiser."""
     world_resolution: int = 64
@@ -330,6 +342,86 @@ class OptimConfig:
 
 
 @dataclass(kw_only=True)
+class NerfConfig:
+    """The NeRF baseline (``model.type=nerf``). Defaults follow stable-dreamfusion's ``--backbone grid`` (its
+    main.py / nerf/network_grid.py / nerf/renderer.py); docs/NERF.md lists every difference."""
+
+    bound: float = 1.0
+    """Half side of the cube [-bound, bound]^3 the field lives in (stable-dreamfusion: --bound 1)."""
+    num_levels: int = 16
+    """Hash-grid levels (stable-dreamfusion: 16)."""
+    level_dim: int = 2
+    """Features per level (2)."""
+    base_resolution: int = 16
+    """Coarsest grid resolution (16)."""
+    log2_hashmap_size: int = 19
+    """log2 of the hash table size per level (19)."""
+    desired_resolution: int = 2048
+    """Finest grid resolution (2048 * bound)."""
+    hidden_dim: int = 64
+    """Width of the MLP that maps the features to density and albedo (64)."""
+    num_layers: int = 3
+    """Layers of that MLP (3)."""
+    density_activation: str = "exp"
+    """'exp' (stable-dreamfusion's default) or 'softplus'."""
+    blob_density: float = 5.0
+    """Density added at the centre by the initial Gaussian blob (5)."""
+    blob_radius: float = 0.2
+    """Radius of that blob (0.2)."""
+    num_steps: int = 64
+    """Uniform samples per ray of the coarse pass (64)."""
+    upsample_steps: int = 32
+    """Importance samples per ray added from the coarse weights (32)."""
+    grid_resolution: int = 128
+    """Side of the occupancy grid whose empty cells are skipped (128)."""
+    density_thresh: float = 10.0
+    """A cell is occupied when its (decayed, running-max) density exceeds min(mean density, this) (10)."""
+    occupancy_decay: float = 0.95
+    """Decay of the occupancy grid's densities at each update (0.95)."""
+    update_every: int = 16
+    """Steps between occupancy-grid updates (update_extra_interval 16)."""
+    lr: float = 1e-3
+    """Learning rate of the MLP; the hash grid gets lr * encoder_lr_mult (stable-dreamfusion: 1e-3, x10)."""
+    encoder_lr_mult: float = 10.0
+    """Learning-rate multiplier of the hash-grid features."""
+    lambda_entropy: float = 1e-3
+    """Weight of the binary-entropy loss on the rays' opacity (1e-3)."""
+    lambda_orient: float = 1e-2
+    """Weight of the orientation loss on normals facing away from the camera (1e-2)."""
+    lambda_opacity: float = 0.0
+    """Weight of a loss on the mean opacity (0)."""
+    albedo_ratio: float = 0.2
+    """Fraction of the run rendered with albedo only before shading starts (DreamFusion's warm-up)."""
+    min_ambient: float = 0.1
+    """Shaded views use ambient ~ U[min_ambient, 1] (0.1)."""
+    textureless_ratio: float = 0.2
+    """Probability that a shaded view is textureless (white albedo) rather than lambertian (0.2)."""
+    max_ray_batch: int = 4096
+    """Rays per chunk when rendering without gradients (evaluation, previews)."""
+    export_resolution: int = 128
+    """Grid side used to sample the density for the exported .ply point cloud."""
+
+    def validate(self) -> None:
+        _positive("nerf", "bound", self.bound)
+        for name in ("num_levels", "level_dim", "base_resolution", "hidden_dim", "num_layers", "num_steps",
+                     "grid_resolution", "update_every", "max_ray_batch", "export_resolution"):
+            _positive("nerf", name, getattr(self, name))
+        _positive("nerf", "upsample_steps", self.upsample_steps, allow_zero=True)
+        if not 10 <= self.log2_hashmap_size <= 24:
+            raise ConfigError(f"nerf.log2_hashmap_size={self.log2_hashmap_size} must be in [10, 24]")
+        if self.desired_resolution < self.base_resolution:
+            raise ConfigError(f"nerf.desired_resolution={self.desired_resolution} must be >= base_resolution="
+                              f"{self.base_resolution}")
+        _choice("nerf", "density_activation", self.density_activation, ["exp", "softplus"])
+        for name in ("blob_density", "blob_radius", "density_thresh", "lr", "encoder_lr_mult", "lambda_entropy",
+                     "lambda_orient", "lambda_opacity"):
+            _positive("nerf", name, getattr(self, name), allow_zero=name not in ("blob_radius", "lr"))
+        for name in ("occupancy_decay", "albedo_ratio", "min_ambient", "textureless_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"nerf.{name}={getattr(self, name)} must be in [0, 1]")
+
+
+@dataclass(kw_only=True)
 class Config:
     prompt: str = ""
     """The text prompt (normally given on the command line, not in a file)."""
@@ -341,6 +433,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    nerf: NerfConfig = field(default_factory=NerfConfig)
 
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):

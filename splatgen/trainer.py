@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 from torch import Tensor
@@ -22,13 +22,11 @@ from torch import Tensor
 from . import schedules
 from .cameras import Cameras, evenly_spaced_cameras, sample_orbit_cameras
 from .config import Config, save_config
-from .densify import DensifyParams, DensifyStats
 from .errors import DeviceError, NonFiniteError, RunDirError
-from .export import save_ply
-from .gaussians import GaussianModel
 from .guidance.base import Guidance
-from .kernels_glue import accumulate_stats, densify_step, resolve_kernel_backend, sds_loss
-from .render import make_background, render, resolve_backend
+from .kernels_glue import resolve_kernel_backend, sds_loss
+from .render import make_background
+from .representation import Representation, build_representation
 from .sds import add_noise, sds_weight
 
 log = logging.getLogger("splatgen")
@@ -57,7 +55,7 @@ def prepare_run_dir(out_dir: Optional[Path], overwrite: bool) -> None:
     """Create the run folder; refuse one that already holds a run unless ``overwrite``."""
     if out_dir is None:
         return
-    markers = ("config.yaml", "splats.ply", "metrics.jsonl", "checkpoints")
+    markers = ("config.yaml", "splats.ply", "nerf.ply", "metrics.jsonl", "checkpoints")
     if out_dir.exists() and any((out_dir / m).exists() for m in markers) and not overwrite:
         raise RunDirError(
             f"{out_dir} already holds a run (found {[m for m in markers if (out_dir / m).exists()]}); "
@@ -98,11 +96,18 @@ class StepOutput:
 
 @dataclass
 class TrainResult:
-    model: GaussianModel
+    rep: Representation
     history: List[dict] = field(default_factory=list)
     stage_ms: Dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    """Optimisation wall-clock, excluding the periodic evaluations of ``run.eval_every``."""
     steps: int = 0
+    evals: List[dict] = field(default_factory=list)
+    """The periodic ground-truth evaluations (``run.eval_every``), one dict per checkpoint."""
+
+    @property
+    def model(self):
+        return self.rep.module
 
 
 class Trainer:
@@ -127,6 +132,10 @@ class Trainer:
         # any device), the SDS noise on the compute device (cheap for large latents).
         self.gen = torch.Generator().manual_seed(cfg.run.seed)
         self.noise_gen = torch.Generator(self.device).manual_seed(cfg.run.seed + 1)
+        # The representation draws (initialisation, split children, NeRF sampling and shading) from its own
+        # generator, so two runs that differ only in the representation see the same cameras, backgrounds,
+        # timesteps and noise.
+        self.rep_gen = torch.Generator().manual_seed(cfg.run.seed + 2)
 
         self.guidance = guidance if guidance is not None else self._build_guidance()
         # A guidance handed in with its embeddings already set (benchmarks with random embeddings) is used as is.
@@ -136,22 +145,13 @@ class Trainer:
         if self.background_kind != cfg.render.background:
             log.info("guidance %s needs a %s background; using it", type(self.guidance).__name__, self.background_kind)
 
-        m = cfg.model
-        self.model = GaussianModel.init_ball(
-            m.num_points, m.init_radius, m.init_scale, m.init_opacity, m.sh_degree, m.init_color,
-            generator=self.gen, device=self.device,
-        )
-        o = cfg.optim
-        self.model.create_optimizer(dict(
-            means=o.lr_means, scales=o.lr_scales, quats=o.lr_quats, opacities=o.lr_opacities, sh0=o.lr_sh0, shN=o.lr_shN,
-        ))
-        self.render_backend = resolve_backend(cfg.render.backend, self.device)
+        self.rep: Representation = build_representation(cfg, self.device, self.rep_gen)
+        self.model = self.rep.module
         self.kernel_backend = resolve_kernel_backend(cfg.densify.backend, self.device)
-        self.densify_params = DensifyParams.from_config(cfg.densify)
-        self.stats = DensifyStats.zeros(len(self.model), self.device)
+        self._eval_obj = self._world_object() if cfg.run.eval_every > 0 else None
         self.schedule = schedules.TimestepSchedule(cfg.schedule, self.guidance.alphas_cumprod.cpu(), cfg.run.steps)
         self.timer = StageTimer(self.device, profile)
-        self._last_good: Optional[Dict[str, Tensor]] = None
+        self._last_good: Optional[Dict[str, Any]] = None
         self._last_good_step = -1
         self._metrics_file = None
         self._tb = None
@@ -169,13 +169,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self, step: int) -> StepOutput:
-        cfg, T = self.cfg, self.timer
+        cfg, T, rep = self.cfg, self.timer, self.rep
         total = cfg.run.steps
         res = schedules.resolution_at(step, total, cfg.render.resolution, cfg.render.resolution_milestones)
-        self.model.set_active_sh_degree(
-            schedules.sh_degree_at(step, total, cfg.model.sh_degree, cfg.model.sh_degree_milestones)
-        )
-        self.model.set_lr("means", schedules.means_lr_at(step, total, cfg.optim.lr_means, cfg.optim.lr_means_final))
+        rep.begin_step(step)
         c = cfg.camera
         cams = sample_orbit_cameras(
             c.batch_size, res, self.gen, c.elevation_range, c.azimuth_range, c.radius_range, c.fovy_range,
@@ -185,8 +182,7 @@ class Trainer:
         t = self.schedule(step, c.batch_size, self.gen).to(self.device)
 
         with T("render"):
-            out = render(self.model, cams, bg, backend=self.render_backend,
-                         near_plane=cfg.render.near_plane, eps2d=cfg.render.eps2d)
+            out = rep.render_train(cams, bg, step)
             images = out.rgb.permute(0, 3, 1, 2)
         # Cut the graph between renderer and encoder so both backward passes can be timed separately.
         images_leaf = images.detach().requires_grad_(True)
@@ -205,52 +201,48 @@ class Trainer:
         with T("backward_render"):
             # Nothing visible (e.g. every Gaussian culled) leaves the render without a graph: nothing to do.
             if images_leaf.grad is not None and images.requires_grad:
-                images.backward(images_leaf.grad)
+                if out.reg_loss is not None:
+                    ((images * images_leaf.grad).sum() + out.reg_loss).backward()
+                else:
+                    images.backward(images_leaf.grad)
         with T("optimizer"):
-            if self._in_window(step):
-                accumulate_stats(self.kernel_backend, self.stats, out.means2d.grad, out.radii, out.width, out.height)
-            assert self.model.optimizer is not None
-            self.model.optimizer.step()
-            self.model.optimizer.zero_grad(set_to_none=True)
+            rep.post_backward(out, step)
+            rep.optimizer_step()
         with T("densify"):
-            self._maybe_densify(step)
+            event = rep.after_step(step)
+            if event is not None:
+                self._log(event)
         return StepOutput(loss.detach(), sstats["grad_norm"], sstats["num_nonfinite"], t, res)
-
-    def _in_window(self, step: int) -> bool:
-        d = self.cfg.densify
-        total = self.cfg.run.steps
-        return d.enabled and int(d.start * total) <= step < int(d.stop * total)
-
-    def _maybe_densify(self, step: int) -> None:
-        d, total = self.cfg.densify, self.cfg.run.steps
-        if not d.enabled:
-            return
-        if schedules.in_densify_window(step, total, d.start, d.stop, d.every):
-            counts = densify_step(self.kernel_backend, self.model, self.stats, self.densify_params, self.gen)
-            self.stats = DensifyStats.zeros(len(self.model), self.device)
-            self._log({"step": step + 1, "event": "densify", **counts})
-        if d.opacity_reset_every > 0 and self._in_window(step) and (step + 1) % d.opacity_reset_every == 0:
-            self.model.reset_opacities(d.reset_opacity)
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> TrainResult:
         cfg = self.cfg
         total = cfg.run.steps
         history: List[dict] = []
+        evals: List[dict] = []
+        eval_seconds = 0.0
         start = time.perf_counter()
         self._open_logs()
         bar = self._progress(total)
+        step = 0
         try:
             for step in range(total):
                 so = self.train_step(step)
                 last = step == total - 1
                 if (step + 1) % cfg.run.log_every == 0 or last:
-                    row = self._scalars(step, so, start)
+                    row = self._scalars(step, so, start, eval_seconds)
                     history.append(row)
                     self._log(row)
                     self._check_finite(step, row)
                     if bar is not None:
-                        bar.set_postfix(loss=f"{row['loss']:.3g}", n=row["num_gaussians"], t=row["t"])
+                        bar.set_postfix(loss=f"{row['loss']:.3g}", n=self.rep.size(), t=row["t"])
+                if self._eval_obj is not None and ((step + 1) % cfg.run.eval_every == 0 or last):
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    t0 = time.perf_counter()
+                    evals.append(self.evaluate(step + 1, t0 - start - eval_seconds))
+                    self._log({"event": "eval", **evals[-1]})
+                    eval_seconds += time.perf_counter() - t0
                 if cfg.run.checkpoint_every and (step + 1) % cfg.run.checkpoint_every == 0 and not last:
                     self._check_finite(step, None)
                     self.save_checkpoint(step + 1)
@@ -258,22 +250,40 @@ class Trainer:
                     bar.update(1)
         except KeyboardInterrupt:
             # Never lose work: keep what was optimised so far next to the run's files.
-            if self.out_dir is not None and self.model.is_finite():
+            if self.out_dir is not None and self.rep.is_finite():
                 path = self.save_checkpoint(step, name="interrupted.pt")
-                save_ply(self.model, self.out_dir / "interrupted.ply")
+                self.rep.save_ply(self.out_dir / "interrupted.ply")
                 log.warning("interrupted at step %d; saved %s and interrupted.ply", step, path)
             raise
         finally:
             if bar is not None:
                 bar.close()
             self._close_logs()
-        seconds = time.perf_counter() - start
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start - eval_seconds
         stage_ms = {k: 1000.0 * v / total for k, v in self.timer.totals.items()} if self.timer.enabled else {}
         if self.out_dir is not None:
             self.save_checkpoint(total, name="final.pt")
-        return TrainResult(self.model, history, stage_ms, seconds, total)
+        return TrainResult(self.rep, history, stage_ms, seconds, total, evals)
 
-    def _scalars(self, step: int, so: StepOutput, start: float) -> dict:
+    def _world_object(self):
+        from .world.grammar import is_world_prompt, parse_prompt
+
+        if not is_world_prompt(self.cfg.prompt):
+            log.warning("run.eval_every=%d ignored: %r is not a prompt of the procedural world, so there is no "
+                        "ground truth to evaluate against", self.cfg.run.eval_every, self.cfg.prompt)
+            return None
+        return parse_prompt(self.cfg.prompt)
+
+    def evaluate(self, step: int, train_seconds: float) -> dict:
+        """Ground-truth metrics of the current model (procedural-world prompts; see splatgen.world.metrics)."""
+        from .world.metrics import evaluate_representation
+
+        m = evaluate_representation(self.rep, self._eval_obj, r_precision=True)
+        return {"step": step, "train_seconds": round(train_seconds, 4), **m}
+
+    def _scalars(self, step: int, so: StepOutput, start: float, eval_seconds: float = 0.0) -> dict:
         return {
             "step": step + 1,
             "loss": float(so.loss),
@@ -281,30 +291,28 @@ class Trainer:
             "nonfinite": int(so.num_nonfinite),
             "t": int(so.t[0]),
             "resolution": so.resolution,
-            "num_gaussians": len(self.model),
-            "sh_degree": self.model.active_sh_degree,
-            "lr_means": self.model.optimizer.param_groups[0]["lr"] if self.model.optimizer else 0.0,
-            "elapsed_s": round(time.perf_counter() - start, 3),
+            **self.rep.scalars(),
+            "elapsed_s": round(time.perf_counter() - start - eval_seconds, 3),
         }
 
     def _check_finite(self, step: int, row: Optional[dict]) -> None:
         """Stop on NaN/Inf with a clear message; keep the last good state on disk."""
         bad_loss = row is not None and not math.isfinite(row["loss"])
-        if not bad_loss and self.model.is_finite():
-            self._last_good = self.model.state()
+        if not bad_loss and self.rep.is_finite():
+            self._last_good = self.rep.state()
             self._last_good_step = step + 1
             return
-        where = "the loss" if bad_loss else "the Gaussian parameters"
+        where = "the loss" if bad_loss else f"the {self.rep.kind} parameters"
         saved = ""
         if self.out_dir is not None and self._last_good is not None:
             path = self.out_dir / "checkpoints" / "last_good.pt"
             path.parent.mkdir(exist_ok=True)
-            torch.save({"step": self._last_good_step, "params": self._last_good}, path)
-            save_ply(self._last_good, self.out_dir / "last_good.ply")
+            torch.save({"step": self._last_good_step, "kind": self.rep.kind, "params": self._last_good}, path)
+            self.rep.save_ply(self.out_dir / "last_good.ply", self._last_good)
             saved = f"; the last good state (step {self._last_good_step}) is in {path} and {self.out_dir / 'last_good.ply'}"
         raise NonFiniteError(
-            f"{where} became NaN/Inf at step {step + 1}{saved}. Try a lower learning rate (optim.*), a smaller "
-            "guidance.guidance_scale, or guidance.grad_clip > 0."
+            f"{where} became NaN/Inf at step {step + 1}{saved}. Try a lower learning rate (optim.* or nerf.lr), a "
+            "smaller guidance.guidance_scale, or guidance.grad_clip > 0."
         )
 
     # ------------------------------------------------------------------ files
@@ -313,16 +321,8 @@ class Trainer:
             return None
         path = self.out_dir / "checkpoints" / (name or f"step_{step:06d}.pt")
         path.parent.mkdir(exist_ok=True)
-        assert self.model.optimizer is not None
         tmp = path.with_suffix(".tmp")
-        torch.save({
-            "step": step,
-            "params": self.model.state(),
-            "sh_degree": self.model.sh_degree,
-            "active_sh_degree": self.model.active_sh_degree,
-            "optimizer": self.model.optimizer.state_dict(),
-            "rng": self.gen.get_state(),
-        }, tmp)
+        torch.save({"step": step, **self.rep.checkpoint(), "rng": self.gen.get_state(), "rep_rng": self.rep_gen.get_state()}, tmp)
         tmp.replace(path)
         return path
 

@@ -185,10 +185,13 @@ def test_every_bundled_config_runs_two_steps(config, tiny_sd, tiny_pixel, tmp_pa
     cfg = load_config([config], ["guidance.model=x"] if config == "pixel.yaml" else [])
     tiny = ["run.steps=2", "model.num_points=100", "render.resolution=24", "render.resolution_milestones=[]",
             "camera.batch_size=2", "run.preview_views=1", "run.preview_resolution=16", "run.evaluate=false",
-            "guidance.world_views=16", "guidance.world_resolution=16", "render.backend=torch"]
+            "guidance.world_views=16", "guidance.world_resolution=16", "render.backend=torch",
+            "nerf.num_levels=4", "nerf.log2_hashmap_size=12", "nerf.grid_resolution=16", "nerf.num_steps=16",
+            "nerf.upsample_steps=8", "nerf.export_resolution=24"]
     if cfg.guidance.type == "stable-diffusion":
         tiny.append(f"guidance.model={tiny_sd}")
     elif cfg.guidance.type == "pixel":
         tiny.append(f"guidance.model={tiny_pixel}")
     res = splatgen.generate("a red mug", config=config, out_dir=tmp_path / "r", overrides=tiny)
-    assert res.model.is_finite() and (tmp_path / "r" / "splats.ply").is_file()
+    assert res.rep.is_finite() and (tmp_path / "r" / res.rep.ply_name).is_file()
+    assert res.rep.kind == cfg.model.type

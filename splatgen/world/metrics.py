@@ -30,10 +30,11 @@ Metrics (all on the model rendered over white, and the ray-cast ground truth sup
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -128,38 +129,40 @@ def janus_score(rgb: Tensor, gt_own: Tensor, gt_opposite: Tensor, region: Tensor
 
 
 # ----------------------------------------------------------------------------------------- model metrics
-def evaluate_gaussians(
-    model,
+#: render_fn(cameras, background [B, 3]) -> (rgb [B,H,W,3], alpha [B,H,W,1], depth [B,H,W,1]), no gradients
+RenderFn = Callable[[Cameras, Tensor], Tuple[Tensor, Tensor, Tensor]]
+
+
+def evaluate_model(
+    render_fn: RenderFn,
+    points: Tensor,
     obj: WorldObject,
+    device: torch.device | str,
     n_views: int = 16,
     resolution: int = 64,
-    backend: str = "torch",
     supersample: int = 2,
     n_surface: int = 8192,
-    max_centres: int = 20000,
+    max_points: int = 20000,
     front_half_angle: float = 45.0,
 ) -> Dict[str, Any]:
-    """All metrics of the module docstring for a :class:`~splatgen.gaussians.GaussianModel` against ``obj``.
+    """All metrics of the module docstring for any model, given its renderer and its points.
 
-    Renders on the model's device with ``backend`` (``'torch'``, ``'gsplat'`` or ``'auto'``). Chamfer uses
-    at most ``max_centres`` centres (a fixed random subset) and ``n_surface`` surface samples.
+    ``points`` [N, 3] are the model's points for Chamfer (the centres of opaque Gaussians, the dense cells
+    of a NeRF); at most ``max_points`` of them (a fixed random subset) and ``n_surface`` surface samples.
     """
-    from ..render import render
-
-    dev = model.device
+    dev = torch.device(device)
     cams = heldout_cameras(n_views, resolution, device=dev)
     gt = render_world(obj, cams, supersample=supersample)
     white = torch.ones(len(cams), 3, device=dev)
     with torch.no_grad():
-        out = render(model, cams, white, backend=backend)
-    rgb, alpha, depth = out.rgb.float().clamp(0, 1), out.alpha.float(), out.depth.float()
+        rgb, alpha, depth = render_fn(cams, white)
+    rgb, alpha, depth = rgb.float().clamp(0, 1), alpha.float(), depth.float()
 
     result: Dict[str, Any] = {
         "caption": obj.caption,
         "kind": obj.kind,
         "colour": obj.colour,
         "seed": obj.seed,
-        "num_gaussians": len(model),
         "n_views": len(cams),
         "resolution": resolution,
         "iou": float(silhouette_iou(alpha, gt["mask"]).mean()),
@@ -167,12 +170,10 @@ def evaluate_gaussians(
         "depth_abs_err": depth_error(depth, alpha, gt["depth"], gt["mask"]),
     }
 
-    with torch.no_grad():
-        keep = model.get_opacities().detach() > CHAMFER_MIN_OPACITY
-        centres = model.means.detach()[keep].float()
+    centres = points.detach().float().to(dev)
     g = torch.Generator().manual_seed(0)
-    if centres.shape[0] > max_centres:
-        centres = centres[torch.randperm(centres.shape[0], generator=g)[:max_centres].to(dev)]
+    if centres.shape[0] > max_points:
+        centres = centres[torch.randperm(centres.shape[0], generator=g)[:max_points].to(dev)]
     surface = sample_surface(obj, n_surface, g).to(dev)
     result["chamfer_points"] = int(centres.shape[0])
     if centres.shape[0] > 0:
@@ -194,6 +195,50 @@ def evaluate_gaussians(
     return result
 
 
+def _gaussian_render_fn(model, backend: str) -> RenderFn:
+    from ..render import render
+
+    def fn(cams: Cameras, bg: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        out = render(model, cams, bg, backend=backend)
+        return out.rgb, out.alpha, out.depth
+
+    return fn
+
+
+def evaluate_gaussians(
+    model,
+    obj: WorldObject,
+    n_views: int = 16,
+    resolution: int = 64,
+    backend: str = "torch",
+    supersample: int = 2,
+    n_surface: int = 8192,
+    max_centres: int = 20000,
+    front_half_angle: float = 45.0,
+) -> Dict[str, Any]:
+    """All metrics of the module docstring for a :class:`~splatgen.gaussians.GaussianModel` against ``obj``.
+
+    Renders on the model's device with ``backend`` (``'torch'``, ``'gsplat'`` or ``'auto'``). Chamfer uses
+    the centres of Gaussians with opacity > :data:`CHAMFER_MIN_OPACITY`.
+    """
+    with torch.no_grad():
+        centres = model.means.detach()[model.get_opacities().detach() > CHAMFER_MIN_OPACITY]
+    result = evaluate_model(_gaussian_render_fn(model, backend), centres, obj, model.device, n_views, resolution,
+                            supersample, n_surface, max_centres, front_half_angle)
+    return {**result, "num_gaussians": len(model)}
+
+
+def evaluate_representation(rep, obj: WorldObject, n_views: int = 16, resolution: int = 64,
+                            r_precision: bool = False) -> Dict[str, Any]:
+    """Metrics of a trainer's :class:`~splatgen.representation.Representation` (Gaussians or NeRF), plus the
+    evaluator's R-precision of its renders when ``r_precision``."""
+    result = evaluate_model(rep.render_eval, rep.points(), obj, rep.device, n_views, resolution)
+    result.update(rep.scalars())
+    if r_precision:
+        result["r_precision"] = render_r_precision(rep.render_eval, obj.caption, n_views, rep.device)
+    return result
+
+
 def evaluate_run(
     run_dir: str | Path,
     n_views: int = 16,
@@ -201,55 +246,73 @@ def evaluate_run(
     device: torch.device | str = "auto",
     backend: str = "auto",
 ) -> Dict[str, Any]:
-    """Evaluate ``run_dir/splats.ply`` against the object of the run's prompt (``run_dir/config.yaml``, key
+    """Evaluate a finished run folder against the object of the run's prompt (``run_dir/config.yaml``, key
     ``prompt``), write ``run_dir/metrics.json`` and return its content.
 
-    ``device='auto'`` evaluates on CUDA when available (gsplat there with ``backend='auto'``), else the CPU.
+    Gaussian runs are read from ``splats.ply``; NeRF runs (``model.type: nerf``) from
+    ``checkpoints/final.pt`` and rendered by the NeRF itself. ``device='auto'`` evaluates on CUDA when
+    available (gsplat there with ``backend='auto'``), else the CPU.
 
     Raises:
         PromptError: the run's prompt is not a prompt of the procedural world.
-        FileNotFoundError: ``splats.ply`` or ``config.yaml`` is missing.
+        FileNotFoundError: the files the run's representation needs are missing.
     """
-    from omegaconf import OmegaConf
-
+    from ..config import load_config
     from ..export import load_ply
-    from ..render import resolve_backend
+    from ..representation import GaussianRepresentation, NerfRepresentation
 
     run_dir = Path(run_dir)
-    for name in ("config.yaml", "splats.ply"):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir / name} not found: evaluate needs a finished run folder")
-    prompt = str(OmegaConf.load(run_dir / "config.yaml").get("prompt", ""))
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir / 'config.yaml'} not found: evaluate needs a finished run folder")
+    cfg = load_config([run_dir / "config.yaml"])
+    needed = "checkpoints/final.pt" if cfg.model.type == "nerf" else "splats.ply"
+    if not (run_dir / needed).is_file():
+        raise FileNotFoundError(f"{run_dir / needed} not found: evaluate needs a finished run folder")
+    prompt = cfg.prompt
     if not is_world_prompt(prompt):
         raise PromptError(f"the run's prompt {prompt!r} is not a prompt of the procedural world, so it has no ground "
                           f"truth to evaluate against; {vocabulary()}")
     obj = parse_prompt(prompt)
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_ply(run_dir / "splats.ply", device=device)
-    backend = resolve_backend(backend, model.device)
-    metrics = evaluate_gaussians(model, obj, n_views, resolution, backend=backend)
-    metrics = {"prompt": prompt, **metrics, "r_precision": render_r_precision(model, obj.caption, n_views, backend)}
+    device = torch.device(device)
+    cfg.render.backend = backend
+    gen = torch.Generator().manual_seed(0)
+    if cfg.model.type == "nerf":
+        rep = NerfRepresentation(cfg, device, gen)
+        rep.model.load_state(torch.load(run_dir / needed, map_location=device, weights_only=False)["params"])
+    else:
+        rep = GaussianRepresentation(cfg, device, gen, model=load_ply(run_dir / needed, device=device))
+    metrics = {"prompt": prompt, "representation": rep.kind,
+               **evaluate_representation(rep, obj, n_views, resolution, r_precision=True)}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-def render_r_precision(model, caption: str, n_views: int = 16, backend: str = "torch") -> Optional[float]:
-    """Evaluator-CLIP R-precision of the model's held-out renders for ``caption`` (a world caption): the
-    fraction of views whose nearest caption among all of the world's (same view direction) is the true one.
-
-    Uses the evaluator shipped with the bundled prior (``splatgen/assets/prior/evaluator_clip``, trained apart
-    from the prior); None when it is not installed. Renders at the evaluator's 64 px on white.
-    """
+@functools.lru_cache(maxsize=4)
+def _evaluator(device: str):
     from ..prior import bundled_prior_path
-    from ..prior.evaluate import Evaluator, run_r_precision
-    from ..render import render
+    from ..prior.evaluate import Evaluator
 
     folder = bundled_prior_path() / "evaluator_clip"
-    if not folder.is_dir():
+    return Evaluator(folder, torch.device(device)) if folder.is_dir() else None
+
+
+def render_r_precision(render_fn: RenderFn, caption: str, n_views: int = 16,
+                       device: torch.device | str = "cpu") -> Optional[float]:
+    """Evaluator-CLIP R-precision of a model's held-out renders for ``caption`` (a world caption): the
+    fraction of views whose nearest caption among all of the world's (same view direction) is the true one.
+
+    ``render_fn`` renders the model (see :data:`RenderFn`). Uses the evaluator shipped with the bundled prior
+    (``splatgen/assets/prior/evaluator_clip``, trained apart from the prior, loaded once per device); None
+    when it is not installed. Renders at the evaluator's 64 px on white.
+    """
+    from ..prior.evaluate import run_r_precision
+
+    evaluator = _evaluator(str(torch.device(device)))
+    if evaluator is None:
         return None
-    evaluator = Evaluator(folder, model.device)
-    cams = heldout_cameras(n_views, evaluator.image_size, device=model.device)
+    cams = heldout_cameras(n_views, evaluator.image_size, device=device)
     with torch.no_grad():
-        out = render(model, cams, torch.ones(len(cams), 3, device=model.device), backend=backend)
-    return run_r_precision(evaluator, out.rgb.permute(0, 3, 1, 2).clamp(0, 1), caption, cams.directions)
+        rgb, _, _ = render_fn(cams, torch.ones(len(cams), 3, device=device))
+    return run_r_precision(evaluator, rgb.permute(0, 3, 1, 2).clamp(0, 1), caption, cams.directions)
