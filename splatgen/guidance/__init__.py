@@ -107,4 +107,7 @@ def load_guidance(
         raise ConfigError(f"guidance.type={cfg.type!r} is not allowed; choose one of {list(GUIDANCE_BACKENDS)}")
     if dtype is None:
         dtype = resolve_dtype(cfg.dtype, device)
-    return GUIDANCE_BACKENDS[cfg.type](cfg, device, dtype)
+    guidance = GUIDANCE_BACKENDS[cfg.type](cfg, device, dtype)
+    if hasattr(guidance, "cuda_graph"):
+        guidance.cuda_graph = bool(cfg.cuda_graph)
+    return guidance

@@ -20,6 +20,7 @@ covers CLIP (and T5-style encoders); another backend (e.g. an open_clip text tow
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from abc import ABC, abstractmethod
@@ -35,6 +36,7 @@ from ..errors import ModelLoadError, PromptError
 from .base import Guidance, directional_prompt
 
 T = TypeVar("T")
+log = logging.getLogger("splatgen")
 
 #: Subfolders (diffusers layout) a Stable Diffusion model folder must have.
 SD_LAYOUT = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -339,6 +341,62 @@ def _freeze(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -
     return module
 
 
+class CudaGraphUNet:
+    """Replays a UNet's forward from CUDA graphs, one per input shape.
+
+    SDS calls the same UNet with the same shapes thousands of times, and at the bundled prior's 64x64 (or
+    at one view) its forward is bound by kernel launches, not arithmetic: replaying a captured graph removes
+    them. Each new (sample, timestep, embedding) shape and dtype is captured once, after two warm-up calls
+    on a side stream; inputs are copied into the graph's static buffers and the output is cloned out. Up to
+    ``max_graphs`` shapes are kept (resolution milestones add one each); beyond that, or if a capture
+    fails, the call runs eagerly (a failure is logged once and disables capture).
+    """
+
+    def __init__(self, unet: torch.nn.Module, max_graphs: int = 4):
+        self.unet = unet
+        self.max_graphs = max_graphs
+        self.graphs: Dict[Tuple, Tuple[Any, Tensor, Tensor, Tensor, Tensor]] = {}
+        self.failed = False
+
+    def eager(self, x: Tensor, t: Tensor, emb: Tensor) -> Tensor:
+        return self.unet(x, t, encoder_hidden_states=emb).sample
+
+    def _capture(self, x: Tensor, t: Tensor, emb: Tensor):
+        sx, st, se = x.clone(), t.clone(), emb.clone()
+        side = torch.cuda.Stream(device=x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self.eager(sx, st, se)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self.eager(sx, st, se)
+        return graph, sx, st, se, out
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor, t: Tensor, emb: Tensor) -> Tensor:
+        if self.failed or x.device.type != "cuda":
+            return self.eager(x, t, emb)
+        key = (tuple(x.shape), x.dtype, tuple(t.shape), t.dtype, tuple(emb.shape), emb.dtype)
+        entry = self.graphs.get(key)
+        if entry is None:
+            if len(self.graphs) >= self.max_graphs:
+                return self.eager(x, t, emb)
+            try:
+                entry = self.graphs[key] = self._capture(x, t, emb)
+            except Exception as exc:  # capture is an optimisation: never let it break a run
+                log.warning("CUDA-graph capture of the UNet failed (%s); running it eagerly", _one_line(exc))
+                self.failed = True
+                return self.eager(x, t, emb)
+        graph, sx, st, se, out = entry
+        sx.copy_(x)
+        st.copy_(t)
+        se.copy_(emb)
+        graph.replay()
+        return out.clone()
+
+
 class _UNetGuidance(Guidance):
     """What latent and pixel guidance share: the UNet, the schedule, the text embeddings and the CFG batch."""
 
@@ -360,6 +418,9 @@ class _UNetGuidance(Guidance):
         self.device = torch.device(device)
         self.dtype = dtype
         self.unet = _freeze(unet, self.device, dtype)
+        #: replay the UNet from CUDA graphs (on CUDA; set by ``load_guidance`` from ``guidance.cuda_graph``)
+        self.cuda_graph = False
+        self._graphed: Optional[CudaGraphUNet] = None
         # The schedule in float32 whatever the model dtype: abar near 1 at small t loses digits in fp16.
         self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
@@ -491,13 +552,19 @@ class _UNetGuidance(Guidance):
         x_in = torch.cat([x_t, x_t]).detach()
         t_in = torch.cat([t, t])
         with torch.no_grad():
-            out = self.unet(x_in.to(self.dtype), t_in, encoder_hidden_states=emb).sample
+            if self.cuda_graph and self.device.type == "cuda":
+                if self._graphed is None or self._graphed.unet is not self.unet:
+                    self._graphed = CudaGraphUNet(self.unet)
+                out = self._graphed(x_in.to(self.dtype), t_in, emb)
+            else:
+                out = self.unet(x_in.to(self.dtype), t_in, encoder_hidden_states=emb).sample
         if out.shape[1] == 2 * x_in.shape[1]:
             out = out[:, : x_in.shape[1]]  # learned-variance models (DeepFloyd IF) append the variance channels
         return prediction_to_epsilon(out, x_in, t_in, self.alphas_cumprod, self.prediction_type)
 
     def release(self) -> None:
         self.unet = None
+        self._graphed = None
         if self.text_encoder is not None:
             self.text_encoder.release()
             self.text_encoder = None
