@@ -1,0 +1,198 @@
+"""Quality against wall-clock on the procedural world: every method x prompt x seed, evaluated on a schedule.
+
+    python benchmarks/suite/quality.py --out benchmarks/results/suite/quality.jsonl \
+        --priors world --methods gaussians-tpsds gaussians-uniform gaussians-linear nerf-sds --seeds 0 1 2
+    python benchmarks/suite/quality.py --small --out /tmp/q.jsonl     # CPU smoke size (the suite's CI test)
+
+Each run is one ``splatgen.generate`` with ``run.eval_every`` set: every ``--evals``-th of the run it is scored
+against the ground truth (silhouette IoU, foreground PSNR, Chamfer, Janus, evaluator R-precision; see
+``splatgen.world.metrics``) and one JSON line is written per checkpoint. ``train_seconds`` is the
+optimisation wall-clock up to that checkpoint; the evaluations themselves are not counted.
+
+Methods differ in exactly one thing each: the timestep schedule (``gaussians-*``) or the representation
+(``nerf-sds``: the NeRF baseline with DreamFusion's uniform t, stable-dreamfusion's batch of one view).
+Priors: ``world`` is the exact oracle (``configs/world.yaml``), ``bundled`` the shipped 64 px diffusion model
+(``configs/default.yaml``).
+
+Parallelism: ``--gpus G --procs-per-gpu K`` runs G x K worker processes. With K = 1 each run has a GPU to
+itself and its seconds are real; with K > 1 runs share a GPU and their seconds are inflated by the sharing,
+so the header records ``procs_per_gpu`` and the report says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import environment  # noqa: E402
+
+#: name -> (extra config files, overrides). Everything else comes from the prior's config.
+METHODS: Dict[str, tuple] = {
+    "gaussians-tpsds": ([], ["schedule.timestep=tp-sds"]),
+    "gaussians-uniform": ([], ["schedule.timestep=uniform"]),
+    "gaussians-linear": ([], ["schedule.timestep=linear"]),
+    "nerf-sds": (["nerf"], ["schedule.timestep=uniform"]),
+}
+PRIORS = {"world": "world", "bundled": "default"}
+
+#: ten objects, the nine with a front and a back plus the rocket (the world/oracle track)
+PROMPTS_10 = (
+    "a red mug", "a blue chair", "a yellow house", "a white snowman", "a green car",
+    "a purple lamp", "a black penguin", "an orange teapot", "a grey robot", "a red rocket",
+)
+#: twenty for the bundled prior: the ten above, the other kinds, and five pairs held out of its training
+PROMPTS_20 = PROMPTS_10 + (
+    "a brown table", "a green tree", "a pink donut", "a red mushroom", "a white rocket",
+    "a blue mug", "an orange chair", "a pink house", "a red lamp", "a yellow teapot",
+)
+PROMPT_SETS = {"10": PROMPTS_10, "20": PROMPTS_20}
+
+METRICS = ("iou", "psnr_fg", "chamfer", "janus", "r_precision", "depth_abs_err")
+
+
+def method_steps(method: str, args) -> int:
+    return args.nerf_steps if method.startswith("nerf") else args.gaussian_steps
+
+
+def job_overrides(job: dict, args) -> List[str]:
+    steps = job["steps"]
+    every = max(1, steps // args.evals)
+    o = [f"run.steps={steps}", f"run.eval_every={every}", f"run.seed={job['seed']}", "run.evaluate=false",
+         "run.preview_views=0", "run.progress=off", f"run.log_every={every}"]
+    o += METHODS[job["method"]][1]
+    if args.small:
+        o += ["model.num_points=200", "render.resolution=24", "camera.batch_size=2", "guidance.world_views=24",
+              "guidance.world_resolution=24", "nerf.num_levels=4", "nerf.log2_hashmap_size=12",
+              "nerf.desired_resolution=64", "nerf.grid_resolution=16", "nerf.num_steps=16", "nerf.upsample_steps=8",
+              "nerf.export_resolution=24", "nerf.update_every=4"]
+    return o + list(args.overrides)
+
+
+def run_job(job: dict, args) -> List[dict]:
+    import torch
+
+    import splatgen
+
+    files = [PRIORS[job["prior"]], *METHODS[job["method"]][0]]
+    t0 = time.perf_counter()
+    result = splatgen.generate(job["prompt"], config=files, overrides=job_overrides(job, args))
+    wall = time.perf_counter() - t0
+    rows = []
+    for e in result.evals:
+        rows.append({
+            "method": job["method"], "prior": job["prior"], "prompt": job["prompt"], "kind": e.get("kind"),
+            "seed": job["seed"], "step": e["step"], "steps_total": job["steps"], "train_seconds": e["train_seconds"],
+            **{k: e.get(k) for k in METRICS}, "num_elements": e.get("num_elements"),
+            "run_wall_seconds": round(wall, 2), "device": str(result.rep.device),
+        })
+    del result
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return rows
+
+
+def _worker(index: int, gpu: int | None, jobs: "mp.Queue", out_path: str, args) -> None:
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with open(out_path, "a", buffering=1) as f:
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            try:
+                for row in run_job(job, args):
+                    f.write(json.dumps(row) + "\n")
+                print(f"[w{index}] done {job['prior']} {job['method']} {job['prompt']!r} seed {job['seed']}", flush=True)
+            except Exception as exc:  # one broken run must not lose the others
+                f.write(json.dumps({**job, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
+                print(f"[w{index}] FAILED {job}: {traceback.format_exc()}", flush=True)
+
+
+def make_jobs(args) -> List[dict]:
+    jobs = []
+    for prior in args.priors:
+        prompts = args.prompts or PROMPT_SETS["20" if prior == "bundled" and args.bundled_20 else "10"]
+        for method in args.methods:
+            seeds = args.seeds if not (prior == "bundled" and method != "gaussians-tpsds") else args.seeds[: args.bundled_other_seeds]
+            for prompt in prompts:
+                for seed in seeds:
+                    jobs.append({"prior": prior, "method": method, "prompt": prompt, "seed": seed,
+                                 "steps": method_steps(method, args)})
+    # Longest first, so the pool does not end with one long run alone.
+    return sorted(jobs, key=lambda j: -j["steps"])
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--priors", nargs="+", default=["world"], choices=sorted(PRIORS))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=sorted(METHODS))
+    ap.add_argument("--prompts", nargs="+", default=None, help="default: the 10-object set (20 for bundled with --bundled-20)")
+    ap.add_argument("--bundled-20", action="store_true", help="bundled prior: the 20-prompt set for gaussians-tpsds")
+    ap.add_argument("--bundled-other-seeds", type=int, default=1,
+                    help="bundled prior: seeds for methods other than gaussians-tpsds")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--gaussian-steps", type=int, default=300)
+    ap.add_argument("--nerf-steps", type=int, default=3000)
+    ap.add_argument("--evals", type=int, default=10, help="evaluations per run (evenly spaced, plus the last step)")
+    ap.add_argument("--gpus", type=int, default=None, help="GPUs to spread workers over (default: all visible)")
+    ap.add_argument("--procs-per-gpu", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="worker processes without a GPU")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
+    ap.add_argument("--small", action="store_true", help="tiny runs for CPU smoke tests")
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
+    args = ap.parse_args(argv)
+    if args.small:
+        args.gaussian_steps, args.nerf_steps = min(args.gaussian_steps, 8), min(args.nerf_steps, 8)
+        args.evals = min(args.evals, 2)
+
+    import torch
+
+    n_gpus = (args.gpus if args.gpus is not None else torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    slots = [g for g in range(n_gpus) for _ in range(args.procs_per_gpu)] if n_gpus else [None] * args.workers
+    jobs = make_jobs(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    parts = [args.out.with_name(f"{args.out.stem}.w{i}.jsonl") for i in range(len(slots))]
+    for p in parts:
+        p.unlink(missing_ok=True)
+    meta = {"meta": {**environment(), "track": "quality", "jobs": len(jobs), "workers": len(slots),
+                     "gpus": n_gpus, "procs_per_gpu": args.procs_per_gpu if n_gpus else None,
+                     "gaussian_steps": args.gaussian_steps, "nerf_steps": args.nerf_steps, "small": args.small,
+                     "overrides": args.overrides}}
+    t0 = time.perf_counter()
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    for j in jobs:
+        queue.put(j)
+    for _ in slots:
+        queue.put(None)
+    procs = [ctx.Process(target=_worker, args=(i, g, queue, str(parts[i]), args)) for i, g in enumerate(slots)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    meta["meta"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    with open(args.out, "w") as f:
+        f.write(json.dumps(meta) + "\n")
+        for p in parts:
+            if p.exists():
+                f.write(p.read_text())
+                p.unlink()
+    print(f"wrote {args.out} ({len(jobs)} runs in {meta['meta']['wall_seconds']} s)")
+    return args.out
+
+
+if __name__ == "__main__":
+    main()
