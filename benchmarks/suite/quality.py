@@ -15,8 +15,11 @@ Priors: ``world`` is the exact oracle (``configs/world.yaml``), ``bundled`` the 
 (``configs/default.yaml``).
 
 Parallelism: ``--gpus G --procs-per-gpu K`` runs G x K worker processes. With K = 1 each run has a GPU to
-itself and its seconds are real; with K > 1 runs share a GPU and their seconds are inflated by the sharing,
-so the header records ``procs_per_gpu`` and the report says so.
+itself and its seconds are real. With K > 1 runs share a GPU and their own seconds are inflated by the
+sharing; ``--solo-gpu`` then keeps the first GPU for a solo worker that runs ``--timing-prompts`` of every
+(prior, method) one after another with nothing else on that GPU. Their rows (``"timing": true``) give each
+method's real seconds at each checkpoint step; every pooled row's ``train_seconds`` is replaced by the solo
+mean at its step (its own contended value kept as ``train_seconds_pool``), and the header says so.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import signal
 import sys
 import time
 import traceback
@@ -99,7 +103,7 @@ def run_job(job: dict, args) -> List[dict]:
     return rows
 
 
-def _worker(index: int, gpu: int | None, jobs: "mp.Queue", out_path: str, args) -> None:
+def _worker(index: int, gpu: int | None, jobs: "mp.Queue", out_path: str, args, timing: bool = False) -> None:
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -113,7 +117,7 @@ def _worker(index: int, gpu: int | None, jobs: "mp.Queue", out_path: str, args) 
                 return
             try:
                 for row in run_job(job, args):
-                    f.write(json.dumps(row) + "\n")
+                    f.write(json.dumps({**row, "timing": True} if timing else row) + "\n")
                 print(f"[w{index}] done {job['prior']} {job['method']} {job['prompt']!r} seed {job['seed']}", flush=True)
             except Exception as exc:  # one broken run must not lose the others
                 f.write(json.dumps({**job, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
@@ -124,14 +128,62 @@ def make_jobs(args) -> List[dict]:
     jobs = []
     for prior in args.priors:
         prompts = args.prompts or PROMPT_SETS["20" if prior == "bundled" and args.bundled_20 else "10"]
-        for method in args.methods:
+        for method in (args.bundled_methods or args.methods) if prior == "bundled" else args.methods:
             seeds = args.seeds if not (prior == "bundled" and method != "gaussians-tpsds") else args.seeds[: args.bundled_other_seeds]
             for prompt in prompts:
                 for seed in seeds:
                     jobs.append({"prior": prior, "method": method, "prompt": prompt, "seed": seed,
                                  "steps": method_steps(method, args)})
-    # Longest first, so the pool does not end with one long run alone.
-    return sorted(jobs, key=lambda j: -j["steps"])
+    # Seed by seed (a run cut short by a time limit loses the last seed, not a whole prior or method), longest
+    # first within a seed so the pool does not end on one long run.
+    return sorted(jobs, key=lambda j: (args.seeds.index(j["seed"]), -j["steps"]))
+
+
+def timing_jobs(args) -> List[dict]:
+    """Solo runs for the seconds: the first ``--timing-prompts`` prompts of each (prior, method), seed 0."""
+    seen, out = set(), []
+    for j in make_jobs(args):
+        key = (j["prior"], j["method"])
+        prompts = args.prompts or PROMPTS_10
+        if j["seed"] == args.seeds[0] and j["prompt"] in prompts[: args.timing_prompts] and (key, j["prompt"]) not in seen:
+            seen.add((key, j["prompt"]))
+            out.append(j)
+    return out
+
+
+def solo_seconds(rows: List[dict]) -> None:
+    """Replace the pooled rows' train_seconds by the solo runs' mean at the same (prior, method, step)."""
+    table: Dict[tuple, List[float]] = {}
+    for r in rows:
+        if r.get("timing") and "error" not in r:
+            table.setdefault((r["prior"], r["method"], r["step"]), []).append(r["train_seconds"])
+    for r in rows:
+        if r.get("timing") or "error" in r:
+            continue
+        solo = table.get((r["prior"], r["method"], r["step"]))
+        r["train_seconds_pool"] = r["train_seconds"]
+        r["train_seconds"] = round(sum(solo) / len(solo), 4) if solo else None
+
+
+def merge(out: Path, parts: Sequence[Path], meta: dict) -> int:
+    rows = []
+    for p in parts:
+        if p.exists():
+            for line in p.read_text().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a kill
+                    pass
+    if meta["meta"].get("seconds_from_solo"):
+        solo_seconds(rows)
+    # Timing rows stay in the file (the report skips them); quality statistics use the pooled runs.
+    with open(out, "w") as f:
+        f.write(json.dumps(meta) + "\n")
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    for p in parts:
+        p.unlink(missing_ok=True)
+    return len(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -151,6 +203,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     ap.add_argument("--procs-per-gpu", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1, help="worker processes without a GPU")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
+    ap.add_argument("--solo-gpu", action="store_true",
+                    help="keep GPU 0 for solo timing runs; pooled rows get the solo seconds at their step")
+    ap.add_argument("--timing-prompts", type=int, default=2, help="prompts per (prior, method) timed solo")
+    ap.add_argument("--bundled-methods", nargs="+", default=None, choices=sorted(METHODS),
+                    help="methods for the bundled prior (default: --methods)")
     ap.add_argument("--small", action="store_true", help="tiny runs for CPU smoke tests")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
     args = ap.parse_args(argv)
@@ -161,35 +218,49 @@ def main(argv: Sequence[str] | None = None) -> Path:
     import torch
 
     n_gpus = (args.gpus if args.gpus is not None else torch.cuda.device_count()) if torch.cuda.is_available() else 0
-    slots = [g for g in range(n_gpus) for _ in range(args.procs_per_gpu)] if n_gpus else [None] * args.workers
+    solo = args.solo_gpu and (n_gpus > 1 or not n_gpus)
+    pool_gpus = list(range(1 if solo and n_gpus else 0, n_gpus))
+    slots = [g for g in pool_gpus for _ in range(args.procs_per_gpu)] if n_gpus else [None] * args.workers
     jobs = make_jobs(args)
+    timing = timing_jobs(args) if solo else []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    parts = [args.out.with_name(f"{args.out.stem}.w{i}.jsonl") for i in range(len(slots))]
+    parts = [args.out.with_name(f"{args.out.stem}.w{i}.jsonl") for i in range(len(slots) + 1)]
     for p in parts:
         p.unlink(missing_ok=True)
     meta = {"meta": {**environment(), "track": "quality", "jobs": len(jobs), "workers": len(slots),
                      "gpus": n_gpus, "procs_per_gpu": args.procs_per_gpu if n_gpus else None,
+                     "seconds_from_solo": bool(solo), "timing_jobs": len(timing),
                      "gaussian_steps": args.gaussian_steps, "nerf_steps": args.nerf_steps, "small": args.small,
                      "overrides": args.overrides}}
     t0 = time.perf_counter()
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
+    queue, tqueue = ctx.Queue(), ctx.Queue()
     for j in jobs:
         queue.put(j)
     for _ in slots:
         queue.put(None)
+    for j in timing:
+        tqueue.put(j)
+    tqueue.put(None)
     procs = [ctx.Process(target=_worker, args=(i, g, queue, str(parts[i]), args)) for i, g in enumerate(slots)]
+    if solo:
+        procs.append(ctx.Process(target=_worker, args=(len(slots), 0 if n_gpus else None, tqueue, str(parts[-1]), args, True)))
     for p in procs:
         p.start()
-    for p in procs:
-        p.join()
-    meta["meta"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    with open(args.out, "w") as f:
-        f.write(json.dumps(meta) + "\n")
-        for p in parts:
-            if p.exists():
-                f.write(p.read_text())
-                p.unlink()
+    try:
+        for p in procs:
+            p.join()
+    finally:  # a timeout (SIGTERM/SIGINT) still leaves a merged file of what finished
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        meta["meta"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        merge(args.out, parts, meta)
     print(f"wrote {args.out} ({len(jobs)} runs in {meta['meta']['wall_seconds']} s)")
     return args.out
 

@@ -101,6 +101,9 @@ def load_quality(path) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
                 meta.update(obj["meta"])
         elif "error" in obj:
             failed.append(obj)
+        elif obj.get("timing"):
+            # Solo timing runs (quality.py --solo-gpu): their seconds are already folded into the pooled rows.
+            meta["timing_rows"] = meta.get("timing_rows", 0) + 1
         elif "method" in obj and "step" in obj:
             rows.append(obj)
         else:
@@ -741,7 +744,11 @@ def build_summary(results_dir: Path, meta: Dict[str, Any], rows: Sequence[Dict[s
     if meta.get("skipped_lines"):
         L.append(f"\n{meta['skipped_lines']} line(s) of quality.jsonl were not JSON records and were skipped.")
     ppg = _num(meta.get("procs_per_gpu"))
-    if ppg is not None and ppg > 1:
+    if meta.get("seconds_from_solo"):
+        L.append(f"\n**Note:** the quality runs shared each GPU between {ppg or 1:g} processes, so their own seconds are "
+                 "inflated; the train_seconds used here are each method's solo seconds at the same step, measured "
+                 f"on a GPU kept free for {meta.get('timing_jobs', '?')} timing runs (quality.py --solo-gpu).")
+    elif ppg is not None and ppg > 1:
         L.append(f"\n**Note:** the quality runs shared each GPU between {ppg:g} processes: their train_seconds are "
                  f"inflated by the sharing (the step counts are not).")
     failed = meta.get("failed_runs") or []
