@@ -46,6 +46,7 @@ def main() -> None:
                 "prompt": prompt, "seed": seed, "total_seconds": round(total, 2),
                 "optimisation_seconds": round(result.seconds, 2), "steps": result.config.run.steps,
                 "views_per_step": result.config.camera.batch_size, "num_gaussians": result.num_gaussians,
+                "phases_seconds": {k: round(v, 2) for k, v in result.timings.items()},
                 **{k: m.get(k) for k in SUMMARISED},
             })
             print(runs[-1], flush=True)

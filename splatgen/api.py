@@ -43,6 +43,9 @@ class GenerationResult:
     rep: Optional[Representation] = None
     evals: List[dict] = field(default_factory=list)
     """Ground-truth metrics every ``run.eval_every`` steps (procedural-world prompts)."""
+    timings: Dict[str, float] = field(default_factory=dict)
+    """Wall-clock seconds of the phases of ``generate``: setup (config, guidance and text encoding, model),
+    optimisation, export (.ply, previews, summary), evaluation, total."""
 
     @property
     def num_gaussians(self) -> int:
@@ -137,6 +140,9 @@ def generate(
     """
     from .trainer import Trainer, preview_cameras
 
+    import time
+
+    t0 = time.perf_counter()
     prompt = check_prompt(prompt)
     extra = _overrides_from_kwargs(kwargs)
     if isinstance(config, Config):
@@ -150,7 +156,9 @@ def generate(
         cfg = load_config(files, overrides, extra=extra)
     cfg.prompt = prompt
     trainer = Trainer(cfg, out_dir, guidance=guidance, overwrite=overwrite, profile=profile)
+    t_setup = time.perf_counter()
     tr = trainer.train()
+    t_train = time.perf_counter()
     result = GenerationResult(tr.model, cfg, trainer.out_dir, tr.history, tr.stage_ms, tr.seconds, rep=tr.rep,
                               evals=tr.evals)
     if trainer.out_dir is not None:
@@ -159,11 +167,18 @@ def generate(
         if cfg.run.preview_views > 0:
             cams = preview_cameras(cfg.run.preview_views, cfg.run.preview_resolution, tr.rep.device)
             save_image_grid(result.render(cameras=cams), out / "previews.png")
-        summary = {"prompt": prompt, "representation": tr.rep.kind, "seconds": round(tr.seconds, 3),
-                   "steps": tr.steps, **tr.rep.scalars(), "device": str(trainer.device), "stage_ms": tr.stage_ms}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        t_export = time.perf_counter()
         if cfg.run.evaluate:
             result.metrics = _maybe_evaluate(out, prompt)
+        t_eval = time.perf_counter()
+        result.timings = {"setup": t_setup - t0, "optimisation": t_train - t_setup, "export": t_export - t_train,
+                          "evaluation": t_eval - t_export, "total": t_eval - t0}
+        summary = {"prompt": prompt, "representation": tr.rep.kind, "seconds": round(tr.seconds, 3),
+                   "steps": tr.steps, **tr.rep.scalars(), "device": str(trainer.device), "stage_ms": tr.stage_ms,
+                   "timings_s": {k: round(v, 3) for k, v in result.timings.items()}}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    else:
+        result.timings = {"setup": t_setup - t0, "optimisation": t_train - t_setup, "total": t_train - t0}
     trainer.guidance.release()
     return result
 

@@ -60,6 +60,9 @@ class RunConfig:
     """Also log scalars to TensorBoard (needs the tensorboard package)."""
     evaluate: bool = True
     """At the end, evaluate against ground truth when the prompt belongs to the procedural world."""
+    cudnn_benchmark: bool = True
+    """On CUDA, let cuDNN time its convolution algorithms once per input shape and keep the fastest (the VAE's
+    convolutions run at a few fixed shapes)."""
     eval_every: int = 0
     """Also evaluate against ground truth every this many steps (procedural-world prompts only; the time spent
     evaluating is excluded from the run's training seconds); the curve goes to metrics.jsonl (0: off)."""
@@ -199,6 +202,9 @@ class GuidanceConfig:
     cuda_graph: bool = True
     """On CUDA, replay the UNet's forward from a CUDA graph captured once per input shape (removes the
     kernel-launch overhead that dominates small UNets and single views); ignored on CPU."""
+    vae_checkpointing: bool = False
+    """Latent guidance: recompute the VAE encoder's activations during backward instead of keeping them (lower
+    peak memory at 512 x 512 with several views, e.g. for 8 GB cards; one extra encoder forward per step)."""
     world_views: int = 256
     """'world' prior: ground-truth views per object that define the exact denoiser."""
     world_resolution: int = 64

@@ -125,6 +125,8 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = resolve_device(cfg.run.device)
         prepare_run_dir(self.out_dir, overwrite)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = cfg.run.cudnn_benchmark
         if self.out_dir is not None:
             save_config(cfg, self.out_dir / "config.yaml")
 

@@ -327,3 +327,38 @@ def test_sd21_configs_have_the_real_shapes() -> None:
     assert unet.config.cross_attention_dim == 1024 and unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1) == 512
     assert vae.config.scaling_factor == 0.18215 and vae.config.latent_channels == 4
     assert math.isclose(load_model_config("sd21_base_scheduler")["beta_end"], 0.012)
+
+
+def test_vae_checkpointing_gives_the_same_gradient(sd: StableDiffusionGuidance) -> None:
+    """Recomputing the encoder's activations in backward must not change the gradient reaching the images."""
+    g = torch.Generator().manual_seed(3)
+    images = torch.rand(2, 3, 16, 16, generator=g)
+    weight = torch.randn(2, sd.latent_channels, 8, 8, generator=g)
+
+    def grad() -> torch.Tensor:
+        x = images.clone().requires_grad_(True)
+        (sd.encode(x) * weight).sum().backward()
+        return x.grad
+
+    calls = []
+    block = sd.vae.encoder.down_blocks[0]
+    forward = block.forward  # counted by wrapping forward: module hooks do not fire when checkpoint recomputes
+
+    def counted(*a, **k):
+        calls.append(1)
+        return forward(*a, **k)
+
+    block.forward = counted
+    try:
+        plain = grad()
+        n_plain = len(calls)
+        sd.set_vae_checkpointing(True)
+        checkpointed = grad()
+        n_ckpt = len(calls) - n_plain
+    finally:
+        sd.set_vae_checkpointing(False)
+        del block.forward
+    # Checkpointing runs the block again during backward; plain autograd runs it once.
+    assert (n_plain, n_ckpt) == (1, 2)
+    assert plain.abs().sum() > 0
+    torch.testing.assert_close(checkpointed, plain, rtol=1e-5, atol=1e-6)

@@ -138,6 +138,20 @@ def test_tpsds_vs_uniform_step_ratio():
     assert slow["tpsds_vs_uniform"][0]["tpsds_fewer"] is False
 
 
+def test_a_level_both_reach_by_the_first_evaluation_is_a_tie_left_out_of_the_verdict():
+    rows = []
+    for seed in (0, 1):
+        # Both start above 0.5 at their first checkpoint (step 30); TP-SDS reaches 0.8 sooner.
+        rows += run_rows("gaussians-tpsds", [(30, 1.0, 0.55), (60, 2.0, 0.8)], seed=seed)
+        rows += run_rows("gaussians-uniform", [(30, 1.0, 0.52), (60, 2.0, 0.7), (90, 3.0, 0.8)], seed=seed)
+    rat = report.ratios(rows, "iou", levels=(0.5, 0.8))
+    by = {r["level"]: r for r in rat["tpsds_vs_uniform"]}
+    assert by[0.5]["tie_at_first_eval"] is True and by[0.5]["tpsds_fewer"] is None
+    assert by[0.8]["tie_at_first_eval"] is False and by[0.8]["tpsds_fewer"] is True
+    status = [t for t in report.targets(rows, None, "iou", (0.5, 0.8)) if t["target"].startswith("TP-SDS")]
+    assert [t["status"] for t in status] == ["met"]
+
+
 def test_final_metrics_and_kinds():
     rows = (linear_run("gaussians-tpsds", 10.0, 0.8, seed=0, kind="mug")
             + linear_run("gaussians-tpsds", 10.0, 0.6, seed=1, kind="mug")

@@ -110,9 +110,18 @@ def _worker(index: int, gpu: int | None, jobs: "mp.Queue", out_path: str, args, 
     import torch
 
     torch.set_num_threads(args.threads)
+    warm = not timing
     with open(out_path, "a", buffering=1) as f:
         while True:
             job = jobs.get()
+            if job is not None and not warm:
+                # A fresh process pays one-off costs on its first run (CUDA context, cuBLAS/cuDNN set-up, Triton
+                # compiles, CUDA-graph capture): run one untimed copy first so no method's seconds include them.
+                try:
+                    run_job({**job, "steps": min(job["steps"], 100)}, args)
+                except Exception:
+                    pass
+                warm = True
             if job is None:
                 return
             try:
@@ -186,6 +195,41 @@ def merge(out: Path, parts: Sequence[Path], meta: dict) -> int:
     return len(rows)
 
 
+def run_timing_only(args) -> Path:
+    """Solo timing runs in one worker process (after its untimed warm-up run), optionally folded into an
+    existing quality.jsonl with :func:`solo_seconds` reapplied."""
+    part = args.out.with_name(f"{args.out.stem}.timing.jsonl")
+    part.unlink(missing_ok=True)
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    jobs = timing_jobs(args)
+    for j in jobs:
+        q.put(j)
+    q.put(None)
+    proc = ctx.Process(target=_worker, args=(0, None, q, str(part), args, True))
+    proc.start()
+    proc.join()
+    new = [json.loads(l) for l in part.read_text().splitlines()] if part.exists() else []
+    part.unlink(missing_ok=True)
+    if args.replace_timing is None:
+        meta = {"meta": {**environment(), "track": "quality-timing", "timing_jobs": len(jobs)}}
+        args.out.write_text("\n".join(json.dumps(r) for r in [meta, *new]) + "\n")
+        return args.out
+    lines = [json.loads(l) for l in args.replace_timing.read_text().splitlines() if l.strip()]
+    meta, rows = lines[0], [r for r in lines[1:] if not r.get("timing")]
+    for r in rows:
+        if "train_seconds_pool" in r:
+            r["train_seconds"] = r.pop("train_seconds_pool")
+    env = environment()
+    meta["meta"].update(seconds_from_solo=True, timing_jobs=len(jobs), timing_device=env.get("device"),
+                        timing_date=env["date"], timing_command=env["command"])
+    rows += new
+    solo_seconds(rows)
+    args.out.write_text("\n".join(json.dumps(r) for r in [meta, *rows]) + "\n")
+    print(f"wrote {args.out}: {len(new)} timing rows from {len(jobs)} solo runs folded into {len(rows) - len(new)} rows")
+    return args.out
+
+
 def main(argv: Sequence[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -206,6 +250,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
     ap.add_argument("--solo-gpu", action="store_true",
                     help="keep GPU 0 for solo timing runs; pooled rows get the solo seconds at their step")
     ap.add_argument("--timing-prompts", type=int, default=2, help="prompts per (prior, method) timed solo")
+    ap.add_argument("--timing-only", action="store_true",
+                    help="run only the solo timing runs (one process, one GPU) and write them to --out")
+    ap.add_argument("--replace-timing", type=Path, default=None, metavar="QUALITY_JSONL",
+                    help="with --timing-only: fold the new timing runs into this quality.jsonl (replacing its "
+                         "timing rows and recomputing its pooled rows' seconds) instead of writing --out alone")
     ap.add_argument("--bundled-methods", nargs="+", default=None, choices=sorted(METHODS),
                     help="methods for the bundled prior (default: --methods)")
     ap.add_argument("--small", action="store_true", help="tiny runs for CPU smoke tests")
@@ -218,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     import torch
 
     n_gpus = (args.gpus if args.gpus is not None else torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    if args.timing_only:
+        return run_timing_only(args)
     solo = args.solo_gpu and (n_gpus > 1 or not n_gpus)
     pool_gpus = list(range(1 if solo and n_gpus else 0, n_gpus))
     slots = [g for g in pool_gpus for _ in range(args.procs_per_gpu)] if n_gpus else [None] * args.workers

@@ -30,7 +30,8 @@ Definitions (the functions below implement exactly these):
 * *TP-SDS / uniform ratio* (per prior, per fixed level) = median steps to reach the level of the TP-SDS method /
   that of the uniform method; null when either median is null. The target "TP-SDS reaches a fixed IoU in fewer
   steps than uniform" is met for a prior when, at every level that at least one of the two reaches, TP-SDS's
-  median steps are strictly fewer (a level uniform never reaches counts as fewer when TP-SDS reaches it).
+  median steps are strictly fewer (a level uniform never reaches counts as fewer when TP-SDS reaches it). A level
+  both medians reach by their first evaluation is a tie that cannot be resolved and is left out of the verdict.
 * Speed targets: ms per step of the Gaussians at 512x512 <= 45 (1 view) and <= 120 (4 views); peak memory of the
   Gaussians at 512x512 < 8 GiB (values from ``speed.json``'s ``targets`` when it has them); every matching entry
   is checked on its own; an out-of-memory entry (``"oom": true``) fails both its step-time and memory target.
@@ -378,12 +379,17 @@ def ratios(rows: Sequence[Dict[str, Any]], metric: str = "iou", levels: Sequence
                 frac[name] = sum(map(math.isfinite, times)) / len(times)
             t, u = med["tpsds"], med["uniform"]
             both = math.isfinite(t) and math.isfinite(u)
+            # Both medians at the first evaluation: the level was reached before either could be measured, so
+            # it says nothing about which is faster; it is left out of the verdict.
+            first = max(min(float(r.checkpoints[0]["step"]) for r in groups[(prior, m)]) for m in (tpsds, uniform))
+            tie_first = both and t <= first and u <= first
             t_vs_u.append({
                 "prior": prior, "metric": metric, "level": float(level), "tpsds_method": tpsds,
                 "uniform_method": uniform, "tpsds_steps": _finite_or_none(t), "uniform_steps": _finite_or_none(u),
                 "tpsds_fraction_reached": frac["tpsds"], "uniform_fraction_reached": frac["uniform"],
                 "ratio": t / u if both and u > 0 else None,
-                "tpsds_fewer": None if not (math.isfinite(t) or math.isfinite(u)) else bool(t < u),
+                "tpsds_fewer": None if tie_first or not (math.isfinite(t) or math.isfinite(u)) else bool(t < u),
+                "tie_at_first_eval": tie_first,
             })
     return {"gaussians_vs_nerf": g_vs_n, "tpsds_vs_uniform": t_vs_u}
 
@@ -788,7 +794,8 @@ def build_summary(results_dir: Path, meta: Dict[str, Any], rows: Sequence[Dict[s
             ["prior", f"{metric} level", "TP-SDS steps", "TP-SDS runs reaching", "uniform steps",
              "uniform runs reaching", "ratio", "TP-SDS fewer steps"],
             [[r["prior"], r["level"], r["tpsds_steps"], fmt_frac(r["tpsds_fraction_reached"]), r["uniform_steps"],
-              fmt_frac(r["uniform_fraction_reached"]), r["ratio"], r["tpsds_fewer"]]
+              fmt_frac(r["uniform_fraction_reached"]), r["ratio"],
+              "tie (first evaluation)" if r.get("tie_at_first_eval") else r["tpsds_fewer"]]
              for r in rat["tpsds_vs_uniform"]]))
     else:
         L.append(f"Not measured: no prior with both `{TPSDS_METHOD}` and `{UNIFORM_METHOD}` runs.")

@@ -180,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
                     help="NeRF render sides, tried in order until one runs out of memory (default 64 128 256 512)")
     ap.add_argument("--curve-steps", type=int, default=600)
     ap.add_argument("--nerf-full-steps", type=int, default=300, help="NeRF steps actually run for the full-generation estimate")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["entries", "curve", "full"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["entries", "curve", "full", "nerf"])
+    ap.add_argument("--tag", default="", help="suffix for every entry name (a variant, e.g. vae-checkpointing)")
     ap.add_argument("--small", action="store_true", help="CPU smoke size: tiny SD-shaped model, tiny renders")
     ap.add_argument("overrides", nargs="*", help="key=value overrides for every run (e.g. guidance.cuda_graph=false)")
     args = ap.parse_args(argv)
@@ -206,7 +207,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
         from splatgen.guidance.tiny import build_sd21_shaped
 
         guidance = build_sd21_shaped("cuda", torch.float16)
+        # The guidance is built here, not from the config: apply its switches from the overrides.
         guidance.cuda_graph = "guidance.cuda_graph=false" not in extra
+        guidance.set_vae_checkpointing("guidance.vae_checkpointing=true" in extra)
         res_g, nerf_res = 512, args.nerf_resolutions or [64, 128, 256, 512]
         full_g = []
     dens = ["densify.start=0.0", "densify.stop=1.0", "densify.every=25", "model.num_points=50000",
@@ -220,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     env = environment()
 
     def save() -> None:
+        if args.tag:
+            for e in entries:
+                if not e["name"].endswith(f"+{args.tag}"):
+                    e["name"] += f"+{args.tag}"
         leaks = {n: leak_slope([r for r in curve if r["name"] == n]) for n in sorted({r["name"] for r in curve})}
         write_json(args.out, {
             "benchmark": "speed track (SD-2.1-base-shaped guidance)", "environment": env, "command": env["command"],
@@ -232,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
                                        [f"render.resolution={res_g}", f"camera.batch_size={views}", *dens, *extra], args, dev))
             print(entries[-1], flush=True)
             save()
-        for r in nerf_res:
+        for r in ([] if "nerf" in args.skip else nerf_res):
             entries.append(bench_entry(f"nerf-{r}-1view", guidance, ["nerf"], [f"render.resolution={r}", *extra], args,
                                        dev, scale=1.0 if r <= 128 else 0.25))
             print(entries[-1], flush=True)

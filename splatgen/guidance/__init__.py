@@ -110,4 +110,6 @@ def load_guidance(
     guidance = GUIDANCE_BACKENDS[cfg.type](cfg, device, dtype)
     if hasattr(guidance, "cuda_graph"):
         guidance.cuda_graph = bool(cfg.cuda_graph)
+    if cfg.vae_checkpointing and hasattr(guidance, "set_vae_checkpointing"):
+        guidance.set_vae_checkpointing(True)
     return guidance
