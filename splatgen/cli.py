@@ -16,6 +16,7 @@ EPILOG = """examples:
   splatgen generate "a red mug"                                   # offline, the procedural world's prior
   splatgen generate "a red mug" run.steps=600 camera.batch_size=4
   splatgen generate "a DSLR photo of a corgi" --config sd21 guidance.model=/path/to/sd-2-1-base
+  splatgen generate "a red mug" --config world --config nerf run.steps=1500   # the NeRF baseline
   splatgen evaluate runs/a-red-mug
   splatgen config                                                 # every key, its default and meaning
 """

@@ -65,6 +65,9 @@ def test_leak_slope_detects_growth_and_flatness():
     assert speed.leak_slope(flat) == pytest.approx(0.0)
     leaking = [{"step": s, "allocated_gib": 1.0 + s / 1024 / 100, "num_elements": 5} for s in range(10, 100, 10)]
     assert speed.leak_slope(leaking) == pytest.approx(1.0, rel=1e-6)  # 1 MiB per 100 steps
+    # A count that never settles (a NeRF's occupied cells): the second half of the curve is used.
+    churn = [{"step": s, "allocated_gib": 1.0 + s / 1024 / 50, "num_elements": s} for s in range(10, 110, 10)]
+    assert speed.leak_slope(churn) == pytest.approx(2.0, rel=1e-6)
 
 
 def test_report_on_the_suites_own_outputs(results):

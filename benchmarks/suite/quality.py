@@ -110,18 +110,20 @@ def _worker(index: int, gpu: int | None, jobs: "mp.Queue", out_path: str, args, 
     import torch
 
     torch.set_num_threads(args.threads)
-    warm = not timing
+    warmed: set = set()
     with open(out_path, "a", buffering=1) as f:
         while True:
             job = jobs.get()
-            if job is not None and not warm:
-                # A fresh process pays one-off costs on its first run (CUDA context, cuBLAS/cuDNN set-up, Triton
-                # compiles, CUDA-graph capture): run one untimed copy first so no method's seconds include them.
+            kind = (job["prior"], job["method"].split("-")[0]) if job is not None else None
+            if timing and job is not None and kind not in warmed:
+                # A process pays one-off costs on the first run of each prior and representation (CUDA context,
+                # cuBLAS/cuDNN set-up, Triton compiles of the SDS and densify kernels, the prior's loading and
+                # CUDA-graph capture): run one untimed copy first so no method's seconds include them.
                 try:
                     run_job({**job, "steps": min(job["steps"], 100)}, args)
                 except Exception:
                     pass
-                warm = True
+                warmed.add(kind)
             if job is None:
                 return
             try:
@@ -161,10 +163,11 @@ def timing_jobs(args) -> List[dict]:
 
 
 def solo_seconds(rows: List[dict]) -> None:
-    """Replace the pooled rows' train_seconds by the solo runs' mean at the same (prior, method, step)."""
+    """Replace the pooled rows' train_seconds by the solo runs' mean at the same (prior, method, step); timing
+    runs marked ``"cold": true`` (they paid one-off start-up costs) are kept in the file but not used."""
     table: Dict[tuple, List[float]] = {}
     for r in rows:
-        if r.get("timing") and "error" not in r:
+        if r.get("timing") and "error" not in r and not r.get("cold"):
             table.setdefault((r["prior"], r["method"], r["step"]), []).append(r["train_seconds"])
     for r in rows:
         if r.get("timing") or "error" in r:
@@ -198,19 +201,23 @@ def merge(out: Path, parts: Sequence[Path], meta: dict) -> int:
 def run_timing_only(args) -> Path:
     """Solo timing runs in one worker process (after its untimed warm-up run), optionally folded into an
     existing quality.jsonl with :func:`solo_seconds` reapplied."""
-    part = args.out.with_name(f"{args.out.stem}.timing.jsonl")
-    part.unlink(missing_ok=True)
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
     jobs = timing_jobs(args)
-    for j in jobs:
-        q.put(j)
-    q.put(None)
-    proc = ctx.Process(target=_worker, args=(0, None, q, str(part), args, True))
-    proc.start()
-    proc.join()
-    new = [json.loads(l) for l in part.read_text().splitlines()] if part.exists() else []
-    part.unlink(missing_ok=True)
+    if args.timing_rows is not None:
+        new = [json.loads(l) for l in args.timing_rows.read_text().splitlines() if l.strip()]
+        new = [r for r in new if "meta" not in r]
+    else:
+        part = args.out.with_name(f"{args.out.stem}.timing.jsonl")
+        part.unlink(missing_ok=True)
+        ctx = mp.get_context("spawn")
+        q = ctx.Queue()
+        for j in jobs:
+            q.put(j)
+        q.put(None)
+        proc = ctx.Process(target=_worker, args=(0, None, q, str(part), args, True))
+        proc.start()
+        proc.join()
+        new = [json.loads(l) for l in part.read_text().splitlines()] if part.exists() else []
+        part.unlink(missing_ok=True)
     if args.replace_timing is None:
         meta = {"meta": {**environment(), "track": "quality-timing", "timing_jobs": len(jobs)}}
         args.out.write_text("\n".join(json.dumps(r) for r in [meta, *new]) + "\n")
@@ -221,8 +228,10 @@ def run_timing_only(args) -> Path:
         if "train_seconds_pool" in r:
             r["train_seconds"] = r.pop("train_seconds_pool")
     env = environment()
-    meta["meta"].update(seconds_from_solo=True, timing_jobs=len(jobs), timing_device=env.get("device"),
-                        timing_date=env["date"], timing_command=env["command"])
+    meta["meta"].update(seconds_from_solo=True, timing_jobs=len(jobs), timing_command=env["command"],
+                        timing_device=args.timing_device or env.get("device"), timing_date=env["date"])
+    if args.timing_note:
+        meta["meta"]["timing_note"] = args.timing_note
     rows += new
     solo_seconds(rows)
     args.out.write_text("\n".join(json.dumps(r) for r in [meta, *rows]) + "\n")
@@ -255,6 +264,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     ap.add_argument("--replace-timing", type=Path, default=None, metavar="QUALITY_JSONL",
                     help="with --timing-only: fold the new timing runs into this quality.jsonl (replacing its "
                          "timing rows and recomputing its pooled rows' seconds) instead of writing --out alone")
+    ap.add_argument("--timing-rows", type=Path, default=None,
+                    help="with --replace-timing: take the timing rows from this file instead of running them")
+    ap.add_argument("--timing-device", default=None, help="with --timing-rows: the device those rows ran on")
+    ap.add_argument("--timing-note", default=None, help="a note on the timing runs, kept in the header")
     ap.add_argument("--bundled-methods", nargs="+", default=None, choices=sorted(METHODS),
                     help="methods for the bundled prior (default: --methods)")
     ap.add_argument("--small", action="store_true", help="tiny runs for CPU smoke tests")

@@ -126,8 +126,12 @@ def memory_curve(name: str, guidance, files, overrides, steps: int, every: int, 
 
 
 def leak_slope(rows: List[dict]) -> Optional[float]:
-    """MiB per 100 steps of allocated memory over the part of the curve where the model no longer grows."""
+    """MiB per 100 steps of allocated memory over the part of the curve where the model no longer grows (the
+    points with the final element count), or, when that count never settles (a NeRF's occupied cells change
+    every update while its memory does not depend on them), over the second half of the curve."""
     flat = [r for r in rows if r["num_elements"] == rows[-1]["num_elements"]]
+    if len(flat) < 3:
+        flat = rows[len(rows) // 2:]
     if len(flat) < 3:
         return None
     xs = [r["step"] for r in flat]
