@@ -45,7 +45,8 @@ class GenerationResult:
     """Ground-truth metrics every ``run.eval_every`` steps (procedural-world prompts)."""
     timings: Dict[str, float] = field(default_factory=dict)
     """Wall-clock seconds of the phases of ``generate``: setup (config, guidance and text encoding, model),
-    optimisation, export (.ply, previews, summary), evaluation, total."""
+    optimisation (including any ``run.eval_every`` evaluations, which ``seconds`` leaves out), export (.ply,
+    previews, summary), evaluation, total."""
 
     @property
     def num_gaussians(self) -> int:
@@ -55,7 +56,9 @@ class GenerationResult:
     def save_ply(self, path: str | Path, pad_sh_to_degree3: bool = False) -> Path:
         """Write the model as a 3DGS-layout .ply (a NeRF writes its density as a point cloud of splats)."""
         if self.rep is not None and self.rep.kind != "gaussians":
-            self.rep.save_ply(Path(path))
+            from .nerf import save_nerf_ply
+
+            save_nerf_ply(self.rep.module, path, pad_sh_to_degree3=pad_sh_to_degree3)
         else:
             save_ply(self.model, path, pad_sh_to_degree3)
         return Path(path)
@@ -168,15 +171,20 @@ def generate(
             cams = preview_cameras(cfg.run.preview_views, cfg.run.preview_resolution, tr.rep.device)
             save_image_grid(result.render(cameras=cams), out / "previews.png")
         t_export = time.perf_counter()
+        result.timings = {"setup": t_setup - t0, "optimisation": t_train - t_setup, "export": t_export - t_train}
+        summary = {"prompt": prompt, "representation": tr.rep.kind, "seconds": round(tr.seconds, 3),
+                   "steps": tr.steps, **tr.rep.scalars(), "device": str(trainer.device), "stage_ms": tr.stage_ms}
+
+        def write_summary() -> None:
+            timings = {k: round(v, 3) for k, v in result.timings.items()}
+            (out / "summary.json").write_text(json.dumps({**summary, "timings_s": timings}, indent=2))
+
+        write_summary()  # before the evaluation, so a failing evaluation still leaves it
         if cfg.run.evaluate:
             result.metrics = _maybe_evaluate(out, prompt)
         t_eval = time.perf_counter()
-        result.timings = {"setup": t_setup - t0, "optimisation": t_train - t_setup, "export": t_export - t_train,
-                          "evaluation": t_eval - t_export, "total": t_eval - t0}
-        summary = {"prompt": prompt, "representation": tr.rep.kind, "seconds": round(tr.seconds, 3),
-                   "steps": tr.steps, **tr.rep.scalars(), "device": str(trainer.device), "stage_ms": tr.stage_ms,
-                   "timings_s": {k: round(v, 3) for k, v in result.timings.items()}}
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        result.timings.update(evaluation=t_eval - t_export, total=t_eval - t0)
+        write_summary()
     else:
         result.timings = {"setup": t_setup - t0, "optimisation": t_train - t_setup, "total": t_train - t0}
     trainer.guidance.release()
@@ -207,6 +215,7 @@ def load_result(run_dir: str | Path, device: str = "cpu") -> GenerationResult:
 
     run_dir = Path(run_dir)
     cfg = load_config([run_dir / "config.yaml"])
+    cfg.render.backend, cfg.densify.backend = "auto", "auto"  # what this machine has, not what trained the run
     gen = torch.Generator().manual_seed(0)
     if cfg.model.type == "nerf":
         rep: Representation = NerfRepresentation(cfg, torch.device(device), gen)

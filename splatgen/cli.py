@@ -79,7 +79,7 @@ def _cmd_generate(args) -> int:
     result = generate(args.prompt, config=args.config or None, out_dir=out, overrides=args.overrides,
                       overwrite=args.overwrite, profile=args.profile)
     rep = result.rep
-    what = f"{rep.size()} Gaussians" if rep is None or rep.kind == "gaussians" else f"NeRF, {rep.size()} occupied cells"
+    what = f"{result.num_gaussians} Gaussians" if rep is None or rep.kind == "gaussians" else f"NeRF, {rep.size()} occupied cells"
     name = rep.ply_name if rep is not None else "splats.ply"
     print(f"wrote {out / name} ({what}) in {result.seconds:.1f} s")
     if result.metrics:

@@ -130,8 +130,8 @@ class Trainer:
         if self.out_dir is not None:
             save_config(cfg, self.out_dir / "config.yaml")
 
-        # Every random draw comes from these: cameras/timesteps/backgrounds/splits on the CPU (identical on
-        # any device), the SDS noise on the compute device (cheap for large latents).
+        # Every random draw comes from these: cameras/timesteps/backgrounds on the CPU (identical on any device),
+        # the SDS noise on the compute device (cheap for large latents).
         self.gen = torch.Generator().manual_seed(cfg.run.seed)
         self.noise_gen = torch.Generator(self.device).manual_seed(cfg.run.seed + 1)
         # The representation draws (initialisation, split children, NeRF sampling and shading) from its own
@@ -174,7 +174,8 @@ class Trainer:
         cfg, T, rep = self.cfg, self.timer, self.rep
         total = cfg.run.steps
         res = schedules.resolution_at(step, total, cfg.render.resolution, cfg.render.resolution_milestones)
-        rep.begin_step(step)
+        with T("densify"):  # the structural updates: the NeRF's occupancy grid (Gaussians: schedules only)
+            rep.begin_step(step)
         c = cfg.camera
         cams = sample_orbit_cameras(
             c.batch_size, res, self.gen, c.elevation_range, c.azimuth_range, c.radius_range, c.fovy_range,
@@ -304,7 +305,7 @@ class Trainer:
             self._last_good = self.rep.state()
             self._last_good_step = step + 1
             return
-        where = "the loss" if bad_loss else f"the {self.rep.kind} parameters"
+        where = "the loss" if bad_loss else {"gaussians": "the Gaussians' parameters"}.get(self.rep.kind, "the NeRF's parameters")
         saved = ""
         if self.out_dir is not None and self._last_good is not None:
             path = self.out_dir / "checkpoints" / "last_good.pt"

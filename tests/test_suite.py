@@ -58,6 +58,9 @@ def test_speed_track(results):
     assert full["gaussians-sd21-default"]["extrapolated"] is False
     assert full["nerf-default"]["extrapolated"] is True and full["nerf-default"]["steps"] == 10000
     assert full["nerf-default"]["seconds"] > full["nerf-default"]["setup_seconds"]
+    # Albedo warm-up and shaded steps cost differently: each phase is timed and priced on its own.
+    phases = full["nerf-default"]["phases"]
+    assert [p["from_step"] for p in phases] == [0, 2000] and sum(p["steps"] for p in phases) == 10000
 
 
 def test_leak_slope_detects_growth_and_flatness():

@@ -359,3 +359,18 @@ def test_cli_without_speed_and_without_nerf(tmp_path):
     assert "1 line(s) of quality.jsonl were not JSON records" in summary
     _, body = read_csv(tmp_path / "time_to_quality.csv")
     assert not any(r[3] == "nerf_final" for r in body)  # no NeRF, no nerf_final level
+
+
+def test_runs_without_seconds_are_not_measured_rather_than_unreached():
+    """A method whose solo seconds are missing (timing cut short) must read 'not measured', not 'not met'."""
+    rows = fast_vs_nerf()
+    for r in rows:
+        if r["method"] == "gaussians-tpsds":
+            r["train_seconds"] = None
+    rat = report.ratios(rows, "iou")
+    g = rat["gaussians_vs_nerf"][0]
+    assert g["gaussians_seconds"] is None and g["gaussians_seconds_measured"] is False
+    status = [t for t in report.targets(rows, None, "iou", (0.5,)) if t["target"].startswith("Gaussians reach")]
+    assert [t["status"] for t in status] == ["not measured"]
+    ttq = [t for t in report.time_to_quality(rows, "iou", (0.5,)) if t["method"] == "gaussians-tpsds"]
+    assert ttq[0]["median"] is None and ttq[0]["n_runs"] == 0

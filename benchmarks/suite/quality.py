@@ -115,10 +115,12 @@ def _worker(index: int, gpu: int | None, jobs: "mp.Queue", out_path: str, args, 
         while True:
             job = jobs.get()
             kind = (job["prior"], job["method"].split("-")[0]) if job is not None else None
-            if timing and job is not None and kind not in warmed:
+            # Solo timing runs, and pooled runs whose own seconds are kept (no --solo-gpu), are warmed up.
+            if (timing or not args.solo_gpu) and job is not None and kind not in warmed:
                 # A process pays one-off costs on the first run of each prior and representation (CUDA context,
-                # cuBLAS/cuDNN set-up, Triton compiles of the SDS and densify kernels, the prior's loading and
-                # CUDA-graph capture): run one untimed copy first so no method's seconds include them.
+                # cuBLAS/cuDNN set-up and autotuning, Triton compiles of the SDS and densify kernels): run one
+                # untimed copy first so no method's seconds include them. Costs every generation pays (the
+                # UNet's CUDA-graph capture, a new guidance per run) stay in every run's seconds.
                 try:
                     run_job({**job, "steps": min(job["steps"], 100)}, args)
                 except Exception:
@@ -283,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if args.timing_only:
         return run_timing_only(args)
     solo = args.solo_gpu and (n_gpus > 1 or not n_gpus)
+    if args.solo_gpu and not solo:
+        print("--solo-gpu needs 2 or more GPUs; with one, every run has the GPU to itself and keeps its own seconds")
+        args.solo_gpu = False
     pool_gpus = list(range(1 if solo and n_gpus else 0, n_gpus))
     slots = [g for g in pool_gpus for _ in range(args.procs_per_gpu)] if n_gpus else [None] * args.workers
     jobs = make_jobs(args)

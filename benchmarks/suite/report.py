@@ -210,6 +210,11 @@ def _median_inf(values: Sequence[float]) -> float:
     return v[mid] if n % 2 else (v[mid - 1] + v[mid]) / 2
 
 
+def _measured(times: Iterable[float]) -> List[float]:
+    """Drop the NaN entries of :func:`first_reach` (runs with no x values: not measured)."""
+    return [t for t in times if not math.isnan(t)]
+
+
 def _finite_or_none(v: float) -> Optional[float]:
     return v if v is not None and math.isfinite(v) else None
 
@@ -274,8 +279,11 @@ def reaches(metric: str, value: float, level: float) -> bool:
 
 
 def first_reach(run: Run, metric: str, level: float, x: str = "train_seconds") -> float:
-    """First x at which the run's metric reaches ``level``, linear between checkpoints; +inf if never."""
+    """First x at which the run's metric reaches ``level``, linear between checkpoints; +inf if never; NaN
+    when the run has no x at all (e.g. no solo seconds for its method): unmeasured, not unreached."""
     xs, ys = run.series(metric, x)
+    if len(xs) == 0 and any(_num(c.get(metric)) is not None for c in run.checkpoints):
+        return math.nan
     for i in range(len(xs)):
         if reaches(metric, ys[i], level):
             if i == 0:
@@ -323,12 +331,12 @@ def time_to_quality(rows: Sequence[Dict[str, Any]], metric: str = "iou",
                 value = nerf[prior]["value"]
             else:
                 value = float(level)
-            times = [first_reach(r, metric, value, x) for r in runs]
+            times = _measured(first_reach(r, metric, value, x) for r in runs)
             reached = sum(math.isfinite(t) for t in times)
             out.append({"prior": prior, "method": method, "metric": metric, "level": level, "level_value": value,
-                        "x_kind": x, "median": _finite_or_none(_median_inf(times)), "n_runs": len(runs),
-                        "n_reached": reached, "fraction_reached": reached / len(runs) if runs else None,
-                        "times": times})
+                        "x_kind": x, "median": _finite_or_none(_median_inf(times)) if times else None,
+                        "n_runs": len(times), "n_reached": reached,
+                        "fraction_reached": reached / len(times) if times else None, "times": times})
     return out
 
 
@@ -356,13 +364,14 @@ def ratios(rows: Sequence[Dict[str, Any]], metric: str = "iou", levels: Sequence
         if is_nerf(method, nerf_prefix) or prior not in nerf:
             continue
         level = nerf[prior]["value"]
-        times = [first_reach(r, metric, level, "train_seconds") for r in runs]
-        g = _finite_or_none(_median_inf(times))
+        times = _measured(first_reach(r, metric, level, "train_seconds") for r in runs)
+        g = _finite_or_none(_median_inf(times)) if times else None
         n_sec = nerf[prior]["median_total_seconds"]
         g_vs_n.append({
             "prior": prior, "method": method, "nerf_methods": nerf[prior]["methods"], "metric": metric,
             "level_value": level, "nerf_n_runs": nerf[prior]["n"], "gaussians_seconds": g,
-            "gaussians_n_runs": len(runs), "gaussians_fraction_reached": sum(map(math.isfinite, times)) / len(runs),
+            "gaussians_n_runs": len(times), "gaussians_seconds_measured": bool(times),
+            "gaussians_fraction_reached": sum(map(math.isfinite, times)) / len(times) if times else None,
             "nerf_seconds": n_sec,
             "ratio": g / n_sec if g is not None and n_sec else None,  # n_sec None or 0: not measured
         })
@@ -374,9 +383,9 @@ def ratios(rows: Sequence[Dict[str, Any]], metric: str = "iou", levels: Sequence
             med = {}
             frac = {}
             for name, m in (("tpsds", tpsds), ("uniform", uniform)):
-                times = [first_reach(r, metric, float(level), "step") for r in groups[(prior, m)]]
+                times = _measured(first_reach(r, metric, float(level), "step") for r in groups[(prior, m)])
                 med[name] = _median_inf(times)
-                frac[name] = sum(map(math.isfinite, times)) / len(times)
+                frac[name] = sum(map(math.isfinite, times)) / len(times) if times else 0.0
             t, u = med["tpsds"], med["uniform"]
             both = math.isfinite(t) and math.isfinite(u)
             # Both medians at the first evaluation: the level was reached before either could be measured, so
@@ -463,6 +472,8 @@ def targets(rows: Sequence[Dict[str, Any]], speed: Optional[Dict[str, Any]], met
     for r in rat["gaussians_vs_nerf"]:
         if not r["nerf_seconds"]:
             status, measured = "not measured", "NeRF train_seconds missing"
+        elif not r.get("gaussians_seconds_measured", True):
+            status, measured = "not measured", f"{r['method']} train_seconds missing"
         elif r["ratio"] is None:
             status = "not met"
             measured = (f"median run never reaches {fmt(r['level_value'])} "

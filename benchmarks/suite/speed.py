@@ -142,35 +142,57 @@ def leak_slope(rows: List[dict]) -> Optional[float]:
 
 
 def full_generation(name: str, guidance, files, overrides, dev, steps: Optional[int] = None) -> dict:
-    """One whole run of a config through Trainer.train() (timer off); ``steps`` caps it (then extrapolated)."""
+    """One whole run of a config, step by step through ``Trainer.train_step`` (timer off; no logging or
+    checkpoint files). With ``steps`` below the config's, it is extrapolated instead: ``steps // 2`` steps are
+    timed at the start and ``steps // 2`` at the start of every later phase whose per-step work differs (the
+    NeRF's shading starts at ``nerf.albedo_ratio`` of the run, and shaded steps cost more), each phase priced
+    at its own steady ms/step (the second half of its window)."""
     gc.collect()
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     t0 = time.perf_counter()
-    cfg_steps = load_config(list(files), list(overrides)).run.steps
-    run_steps = cfg_steps if steps is None else min(steps, cfg_steps)
-    trainer = make_trainer(guidance, files, [*overrides, f"run.steps={cfg_steps}"], str(dev))
+    cfg = load_config(list(files), list(overrides))
+    total = cfg.run.steps
+    trainer = make_trainer(guidance, files, [*overrides, f"run.steps={total}"], str(dev))
     trainer.timer.enabled = False
     setup = time.perf_counter() - t0
-    _sync(dev)
-    t1 = time.perf_counter()
-    half = run_steps // 2
-    for step in range(run_steps):
-        if step == half:
-            _sync(dev)
-            t_half = time.perf_counter()
-        trainer.train_step(step)
-    _sync(dev)
-    loop = time.perf_counter() - t1
-    row = {"name": name, "representation": trainer.rep.kind, "config": list(files), "steps": cfg_steps,
-           "setup_seconds": round(setup, 2), "num_elements": trainer.rep.size()}
-    if run_steps == cfg_steps:
-        row.update(seconds=round(setup + loop, 2), extrapolated=False)
+    row = {"name": name, "representation": trainer.rep.kind, "config": list(files), "steps": total,
+           "setup_seconds": round(setup, 2)}
+
+    def window(first: int, n: int) -> float:
+        """Run steps [first, first + n); return the steady seconds per step of the second half."""
+        half = first + n // 2
+        _sync(dev)
+        for step in range(first, first + n):
+            if step == half:
+                _sync(dev)
+                t_half = time.perf_counter()
+            trainer.train_step(step)
+        _sync(dev)
+        return (time.perf_counter() - t_half) / (first + n - half)
+
+    if steps is None or steps >= total:
+        _sync(dev)
+        t1 = time.perf_counter()
+        for step in range(total):
+            trainer.train_step(step)
+        _sync(dev)
+        row.update(seconds=round(setup + time.perf_counter() - t1, 2), extrapolated=False)
     else:
-        steady = (time.perf_counter() - t_half) / (run_steps - half)
-        row.update(seconds=round(setup + loop + steady * (cfg_steps - run_steps), 2), extrapolated=True,
-                   measured_steps=run_steps, steady_ms_per_step=round(1000 * steady, 2),
-                   note=f"{run_steps} of {cfg_steps} steps run; the rest at the second half's ms/step")
+        starts = [0]
+        if cfg.model.type == "nerf" and 0 < int(cfg.nerf.albedo_ratio * total) < total:
+            starts.append(int(cfg.nerf.albedo_ratio * total))
+        n = max(2, steps // len(starts))
+        bounds = starts + [total]
+        phases = []
+        for i, first in enumerate(starts):
+            sec = window(first, n)
+            phases.append({"from_step": first, "steps": bounds[i + 1] - first, "ms_per_step": round(1000 * sec, 2)})
+        est = setup + sum(p["steps"] * p["ms_per_step"] / 1000 for p in phases)
+        row.update(seconds=round(est, 2), extrapolated=True, measured_steps=n * len(starts), phases=phases,
+                   note=f"{n * len(starts)} of {total} steps run ({n} at the start of each phase); each phase "
+                        "priced at its own steady ms/step")
+    row["num_elements"] = trainer.rep.size()
     del trainer
     return row
 

@@ -707,16 +707,30 @@ class StableDiffusionGuidance(_UNetGuidance):
 
     def set_vae_checkpointing(self, enabled: bool) -> None:
         """Recompute the VAE encoder's activations in the backward pass instead of storing them: less peak
-        memory at 512 x 512 with several views, for one extra encoder forward per step."""
+        memory at 512 x 512 with several views, for one extra encoder forward per step.
+
+        Each down block and the mid block is wrapped in ``torch.utils.checkpoint`` here rather than through
+        diffusers' own switch, which older releases honour only in training mode (the VAE is frozen in eval).
+        """
+        from torch.utils.checkpoint import checkpoint
+
         enc = self.vae.encoder
-        if hasattr(enc, "gradient_checkpointing"):
-            enc.gradient_checkpointing = bool(enabled)
-            if enabled and getattr(enc, "_gradient_checkpointing_func", None) is None:
-                import functools
+        for block in [*enc.down_blocks, enc.mid_block]:
+            wrapped = "_splatgen_forward" in block.__dict__
+            if enabled and not wrapped:
+                plain = block.forward
 
-                from torch.utils.checkpoint import checkpoint
+                def forward(*args, _plain=plain, **kwargs):
+                    if torch.is_grad_enabled():
+                        return checkpoint(_plain, *args, use_reentrant=False, **kwargs)
+                    return _plain(*args, **kwargs)
 
-                enc._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
+                block.__dict__["_splatgen_forward"] = plain
+                block.forward = forward
+            elif not enabled and wrapped:
+                del block.__dict__["_splatgen_forward"]
+                del block.forward
+        self.vae_checkpointing = bool(enabled)
 
     def encode(self, images: Tensor) -> Tensor:
         """Renders [B, 3, H, W] in [0, 1] -> latents [B, C, H'/f, W'/f] (float32, differentiable).

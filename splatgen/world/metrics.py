@@ -233,7 +233,7 @@ def evaluate_representation(rep, obj: WorldObject, n_views: int = 16, resolution
     """Metrics of a trainer's :class:`~splatgen.representation.Representation` (Gaussians or NeRF), plus the
     evaluator's R-precision of its renders when ``r_precision``."""
     result = evaluate_model(rep.render_eval, rep.points(), obj, rep.device, n_views, resolution)
-    result.update(rep.scalars())
+    result.update({rep.size_name: rep.size(), "num_elements": rep.size()})
     if r_precision:
         result["r_precision"] = render_r_precision(rep.render_eval, obj.caption, n_views, rep.device)
     return result
@@ -276,7 +276,10 @@ def evaluate_run(
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
+    # Evaluate with what this machine has, whatever the run was trained with (a run trained on a GPU with the
+    # Triton kernels and gsplat must still evaluate on a CPU).
     cfg.render.backend = backend
+    cfg.densify.backend = "auto"
     gen = torch.Generator().manual_seed(0)
     if cfg.model.type == "nerf":
         rep = NerfRepresentation(cfg, device, gen)
