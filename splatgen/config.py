@@ -188,8 +188,9 @@ class GuidanceConfig:
     splatgen (pixel space, trained on the procedural world); unused by 'world'."""
     dtype: str = "auto"
     """'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16' or 'bf16'."""
-    guidance_scale: float = 20.0
-    """Classifier-free guidance scale s in uncond + s * (cond - uncond)."""
+    guidance_scale: float = 7.5
+    """Classifier-free guidance scale s in uncond + s * (cond - uncond) (the bundled prior's default; Stable
+    Diffusion SDS uses about 100, configs/sd21.yaml)."""
     negative_prompt: str = ""
     """Prompt whose prediction replaces the unconditional one (empty: the plain unconditional)."""
     view_dependent: bool = True
