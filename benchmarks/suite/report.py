@@ -692,7 +692,8 @@ def plot_speed(speed: Dict[str, Any], path: Path) -> Path:
     for i, (name, pts) in enumerate(sorted(by_name.items())):
         pts = sorted(pts, key=lambda p: _num(p.get("step")) or 0.0)
         steps = [_num(p.get("step")) for p in pts]
-        for col, ls, suffix in (("allocated_gib", "-", "allocated"), ("reserved_gib", "--", "reserved")):
+        for col, ls, suffix in (("allocated_gib", "-", "allocated"), ("reserved_gib", "--", "reserved"),
+                                ("peak_gib", ":", "peak within steps")):
             ys = [_num(p.get(col)) for p in pts]
             xy = [(s, y) for s, y in zip(steps, ys) if s is not None and y is not None]
             if xy:
@@ -964,7 +965,8 @@ def write_report(results_dir, levels: Sequence[float] = DEFAULT_LEVELS, metric: 
                       speed["full_generation"])
             files.append("speed_full_generation.csv")
         if speed.get("memory_curve"):
-            write_csv(d / "speed_memory_curve.csv", ["name", "step", "allocated_gib", "reserved_gib", "num_elements"],
+            write_csv(d / "speed_memory_curve.csv",
+                      ["name", "step", "allocated_gib", "reserved_gib", "peak_gib", "num_elements"],
                       speed["memory_curve"])
             files.append("speed_memory_curve.csv")
 

@@ -15,7 +15,8 @@ around each stage, then ``--steps`` more timed end to end, which is ``ms_per_ste
 - ``gaussians-512-1view``, ``gaussians-512-4view``: 512 x 512, densification every 25 steps up to 200k.
 - ``nerf-64-1view``: stable-dreamfusion's setting (one 64 x 64 view per step), then ``nerf-R-1view`` for
   R = 128, 256, 512 until one runs out of memory (recorded as such): the largest that fits.
-- ``memory_curve``: allocated memory every few steps over a long Gaussian run at 512 x 512, 4 views, with
+- ``memory_curve``: allocated memory between steps (and the peak within the steps since the last point,
+  ``peak_gib``) every few steps over a long Gaussian run at 512 x 512, 4 views, with
   densification in its default window, and over a NeRF run; ``leak_mib_per_100_steps`` is the slope of
   allocated memory after growth stops (flat means no leak).
 - ``full_generation``: the default Gaussian generation of ``configs/sd21.yaml`` run end to end; the NeRF's
@@ -116,11 +117,18 @@ def memory_curve(name: str, guidance, files, overrides, steps: int, every: int, 
     trainer = make_trainer(guidance, files, [f"run.steps={steps}", *overrides], str(dev))
     trainer.timer.enabled = False
     rows = []
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     for step in range(steps):
         trainer.train_step(step)
         if (step + 1) % every == 0:
             _sync(dev)
-            rows.append({"name": name, "step": step + 1, **_mem(dev), "num_elements": trainer.rep.size()})
+            # allocated/reserved between steps, and the peak inside the steps since the last point
+            peak = round(torch.cuda.max_memory_allocated(dev) / 2**30, 4) if dev.type == "cuda" else 0.0
+            rows.append({"name": name, "step": step + 1, **_mem(dev), "peak_gib": peak,
+                         "num_elements": trainer.rep.size()})
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
     del trainer
     return rows
 
