@@ -817,7 +817,9 @@ def build_summary(results_dir: Path, meta: Dict[str, Any], rows: Sequence[Dict[s
 
     L.append("\n## Final metrics\n")
     L.append("Mean ± std over runs (prompt x seed) at each run's last checkpoint; (n=k) where a metric is "
-             "missing for some runs.\n")
+             "missing for some runs."
+             + (" Train time is each method's solo seconds at that step, the same for all its runs (hence ± 0)."
+                if meta.get("seconds_from_solo") else "") + "\n")
     fm = final_metrics(rows)
     cols = ["iou", "psnr_fg", "chamfer", "janus", "r_precision", "train_seconds", "steps"]
     L.append(md_table(["prior", "method", "runs"] + [METRIC_LABELS[c] for c in cols],
