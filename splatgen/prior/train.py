@@ -37,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -270,6 +270,54 @@ def _clip_param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+class _Session:
+    """The bookkeeping both training phases share within one session: step and sample counters, a log line
+    every ``log_every`` steps (loss, rates, the phase's own ``extra`` fields), a checkpoint every
+    ``checkpoint_minutes``, and the close (final loss, seconds, views rendered, last checkpoint)."""
+
+    def __init__(self, state: Dict[str, Any], producer, pool, opts: "TrainOptions", log: Callable[[Dict[str, Any]], None],
+                 checkpoint: Callable[[], None]):
+        self.state, self.producer, self.pool, self.opts, self.log, self.checkpoint = state, producer, pool, opts, log, checkpoint
+        self.t0 = self.last_ckpt = time.time()
+        self.step0 = state["step"]
+        self.rendered0 = producer.rendered  # views of the initial fill are not counted in views_per_s
+        self.seconds0 = state["seconds"]
+        self.last_loss = math.nan
+
+    @property
+    def steps(self) -> int:
+        """Steps taken in this session."""
+        return self.state["step"] - self.step0
+
+    def after_step(self, loss: torch.Tensor, n_samples: int, extra: Callable[[], Dict[str, Any]]) -> None:
+        st = self.state
+        st["step"] += 1
+        st["opt_steps"] += 1
+        st["samples"] += n_samples
+        if st["step"] % self.opts.log_every == 0:
+            self.last_loss = float(loss.detach())
+            dt = time.time() - self.t0
+            self.log({
+                "step": st["step"], "loss": self.last_loss, **extra(),
+                "steps_per_s": self.steps / dt, "samples_per_s": self.steps * n_samples / dt,
+                "views_per_s": (self.producer.rendered - self.rendered0) / dt, "reuse": self.pool.reuse,
+            })
+        if time.time() - self.last_ckpt > 60.0 * self.opts.checkpoint_minutes:
+            st["seconds"] = self.seconds0 + time.time() - self.t0
+            self.checkpoint()
+            self.last_ckpt = time.time()
+
+    def close(self, loss: Optional[torch.Tensor]) -> float:
+        """Stop the data producer, write the last checkpoint; returns the final loss (NaN if no step ran)."""
+        if self.steps > 0 and loss is not None:
+            self.last_loss = float(loss.detach())
+        self.state["seconds"] = self.seconds0 + time.time() - self.t0
+        self.state["views_rendered"] += self.producer.rendered
+        self.producer.close()
+        self.checkpoint()
+        return self.last_loss
+
+
 def train_clip(opts: TrainOptions, role: str = "clip") -> Dict[str, Any]:
     """Train a CLIP contrastively (open_clip's ``ClipLoss``) on batches of views with pairwise different
     captions. ``role='clip'``: the text encoder, on the prior's data (held-out pairs excluded);
@@ -337,17 +385,15 @@ def train_clip(opts: TrainOptions, role: str = "clip") -> Dict[str, Any]:
         )
 
     model.train()
-    session_t0, session_step0, last_ckpt = time.time(), state["step"], time.time()
-    rendered0 = producer.rendered  # views of the initial fill are not counted in views_per_s
-    seconds0 = state["seconds"]
-    last_loss = math.nan
-    while not clock.done(state["step"] - session_step0):
+    session = _Session(state, producer, pool, opts, log, checkpoint)
+    loss = None
+    while not clock.done(session.steps):
         for chunk in producer.poll(max_chunks=32):
             pool.add(chunk)
         vb = pool.sample_distinct(batch, batch_gen)
         images = vb.float_images()
         text = tokens[table.caption_ids(vb.pair_ids, vb.dir_ids)]
-        f = lr_factor(state["opt_steps"], prof.clip_warmup, clock.fraction(state["step"] - session_step0), opts.cooldown)
+        f = lr_factor(state["opt_steps"], prof.clip_warmup, clock.fraction(session.steps), opts.cooldown)
         for g in opt.param_groups:
             g["lr"] = lr * f
         with _autocast(device):
@@ -360,36 +406,14 @@ def train_clip(opts: TrainOptions, role: str = "clip") -> Dict[str, Any]:
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        state["step"] += 1
-        state["opt_steps"] += 1
-        state["samples"] += images.shape[0]
-        if state["step"] % opts.log_every == 0:
-            last_loss = float(loss.detach())
+
+        def clip_extra() -> Dict[str, Any]:
             with torch.no_grad():
                 acc = float((img_f.float() @ txt_f.float().T).argmax(1).eq(torch.arange(images.shape[0], device=device)).float().mean())
-            dt = time.time() - session_t0
-            log(
-                {
-                    "step": state["step"],
-                    "loss": last_loss,
-                    "batch_acc": acc,
-                    "logit_scale": float(model.logit_scale.detach().exp()),
-                    "lr": lr * f,
-                    "steps_per_s": (state["step"] - session_step0) / dt,
-                    "views_per_s": (producer.rendered - rendered0) / dt,
-                    "reuse": pool.reuse,
-                }
-            )
-        if time.time() - last_ckpt > 60.0 * opts.checkpoint_minutes:
-            state["seconds"] = seconds0 + time.time() - session_t0
-            checkpoint()
-            last_ckpt = time.time()
-    if state["step"] > session_step0:
-        last_loss = float(loss.detach())
-    state["seconds"] = seconds0 + time.time() - session_t0
-    state["views_rendered"] += producer.rendered
-    producer.close()
-    checkpoint()
+            return {"batch_acc": acc, "logit_scale": float(model.logit_scale.detach().exp()), "lr": lr * f}
+
+        session.after_step(loss, images.shape[0], clip_extra)
+    last_loss = session.close(loss)
     info = {
         "role": "text_encoder" if role == "clip" else "evaluator",
         "steps": state["step"],
@@ -519,11 +543,9 @@ def train_unet(opts: TrainOptions) -> Dict[str, Any]:
         )
 
     unet.train()
-    session_t0, session_step0, last_ckpt = time.time(), state["step"], time.time()
-    rendered0 = producer.rendered  # views of the initial fill are not counted in views_per_s
-    seconds0 = state["seconds"]
-    last_loss = math.nan
-    while not clock.done(state["step"] - session_step0):
+    session = _Session(state, producer, pool, opts, log, checkpoint)
+    loss = None
+    while not clock.done(session.steps):
         for chunk in producer.poll(max_chunks=32):
             pool.add(chunk)
         vb = pool.sample(batch, batch_gen)
@@ -538,33 +560,8 @@ def train_unet(opts: TrainOptions) -> Dict[str, Any]:
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
         ema.update(unet)
-        state["step"] += 1
-        state["opt_steps"] += 1
-        state["samples"] += x0.shape[0]
-        if state["step"] % opts.log_every == 0:
-            last_loss = float(loss.detach())
-            dt = time.time() - session_t0
-            log(
-                {
-                    "step": state["step"],
-                    "loss": last_loss,
-                    "lr": opt.param_groups[0]["lr"],
-                    "steps_per_s": (state["step"] - session_step0) / dt,
-                    "samples_per_s": (state["step"] - session_step0) * batch / dt,
-                    "views_per_s": (producer.rendered - rendered0) / dt,
-                    "reuse": pool.reuse,
-                }
-            )
-        if time.time() - last_ckpt > 60.0 * opts.checkpoint_minutes:
-            state["seconds"] = seconds0 + time.time() - session_t0
-            checkpoint()
-            last_ckpt = time.time()
-    if state["step"] > session_step0:
-        last_loss = float(loss.detach())
-    state["seconds"] = seconds0 + time.time() - session_t0
-    state["views_rendered"] += producer.rendered
-    producer.close()
-    checkpoint()
+        session.after_step(loss, x0.shape[0], lambda: {"lr": opt.param_groups[0]["lr"]})
+    last_loss = session.close(loss)
     summary = {
         "event": "end",
         "steps": state["step"],
