@@ -14,7 +14,7 @@ from torch import Tensor
 from .cameras import Cameras, evenly_spaced_cameras
 from .config import Config, load_config
 from .errors import PromptError
-from .export import load_ply, save_ply
+from .export import save_ply
 from .representation import Representation
 
 log = logging.getLogger("splatgen")
@@ -211,16 +211,9 @@ def _maybe_evaluate(run_dir: Path, prompt: str) -> Optional[Dict[str, Any]]:
 
 def load_result(run_dir: str | Path, device: str = "cpu") -> GenerationResult:
     """Load a finished run folder (``config.yaml`` + ``splats.ply``, or ``checkpoints/final.pt`` for a NeRF)."""
-    from .representation import GaussianRepresentation, NerfRepresentation
+    from .representation import load_representation
 
     run_dir = Path(run_dir)
     cfg = load_config([run_dir / "config.yaml"])
-    cfg.render.backend, cfg.densify.backend = "auto", "auto"  # what this machine has, not what trained the run
-    gen = torch.Generator().manual_seed(0)
-    if cfg.model.type == "nerf":
-        rep: Representation = NerfRepresentation(cfg, torch.device(device), gen)
-        ckpt = torch.load(run_dir / "checkpoints" / "final.pt", map_location=device, weights_only=False)
-        rep.model.load_state(ckpt["params"])
-    else:
-        rep = GaussianRepresentation(cfg, torch.device(device), gen, model=load_ply(run_dir / "splats.ply", device=device))
+    rep = load_representation(run_dir, cfg, device)
     return GenerationResult(rep.module, cfg, run_dir, rep=rep)

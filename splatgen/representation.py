@@ -178,10 +178,7 @@ class GaussianRepresentation(Representation):
         return out.rgb, out.alpha, out.depth
 
     def points(self) -> Tensor:
-        from .world.metrics import CHAMFER_MIN_OPACITY
-
-        with torch.no_grad():
-            return self.model.means.detach()[self.model.get_opacities().detach() > CHAMFER_MIN_OPACITY].float()
+        return opaque_centres(self.model)
 
     def size(self) -> int:
         return len(self.model)
@@ -270,6 +267,37 @@ class NerfRepresentation(Representation):
             return save_nerf_ply(self.model, path)
         finally:
             self.model.load_state(live)
+
+
+def run_files_needed(cfg: Config) -> str:
+    """The file a finished run folder of ``cfg``'s representation is loaded from."""
+    return "checkpoints/final.pt" if cfg.model.type == "nerf" else "splats.ply"
+
+
+def load_representation(run_dir: Path, cfg: Config, device: torch.device | str,
+                        render_backend: str = "auto") -> Representation:
+    """The representation of a finished run folder: a NeRF from ``checkpoints/final.pt``, Gaussians from
+    ``splats.ply``. Built with what this machine has (``render_backend``, kernel backend ``auto``), whatever
+    the run was trained with, so a run trained on a GPU with gsplat and the Triton kernels loads on a CPU."""
+    from .export import load_ply
+
+    device = torch.device(device)
+    cfg.render.backend, cfg.densify.backend = render_backend, "auto"
+    gen = torch.Generator().manual_seed(0)
+    path = Path(run_dir) / run_files_needed(cfg)
+    if cfg.model.type == "nerf":
+        rep = NerfRepresentation(cfg, device, gen)
+        rep.model.load_state(torch.load(path, map_location=device, weights_only=False)["params"])
+        return rep
+    return GaussianRepresentation(cfg, device, gen, model=load_ply(path, device=device))
+
+
+def opaque_centres(model: GaussianModel) -> Tensor:
+    """Centres of the Gaussians more opaque than ``CHAMFER_MIN_OPACITY``: the model's points for Chamfer."""
+    from .world.metrics import CHAMFER_MIN_OPACITY
+
+    with torch.no_grad():
+        return model.means.detach()[model.get_opacities().detach() > CHAMFER_MIN_OPACITY].float()
 
 
 def build_representation(cfg: Config, device: torch.device, generator: torch.Generator) -> Representation:

@@ -221,9 +221,9 @@ def evaluate_gaussians(
     Renders on the model's device with ``backend`` (``'torch'``, ``'gsplat'`` or ``'auto'``). Chamfer uses
     the centres of Gaussians with opacity > :data:`CHAMFER_MIN_OPACITY`.
     """
-    with torch.no_grad():
-        centres = model.means.detach()[model.get_opacities().detach() > CHAMFER_MIN_OPACITY]
-    result = evaluate_model(_gaussian_render_fn(model, backend), centres, obj, model.device, n_views, resolution,
+    from ..representation import opaque_centres
+
+    result = evaluate_model(_gaussian_render_fn(model, backend), opaque_centres(model), obj, model.device, n_views, resolution,
                             supersample, n_surface, max_centres, front_half_angle)
     return {**result, "num_gaussians": len(model)}
 
@@ -258,14 +258,13 @@ def evaluate_run(
         FileNotFoundError: the files the run's representation needs are missing.
     """
     from ..config import load_config
-    from ..export import load_ply
-    from ..representation import GaussianRepresentation, NerfRepresentation
+    from ..representation import load_representation, run_files_needed
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir / 'config.yaml'} not found: evaluate needs a finished run folder")
     cfg = load_config([run_dir / "config.yaml"])
-    needed = "checkpoints/final.pt" if cfg.model.type == "nerf" else "splats.ply"
+    needed = run_files_needed(cfg)
     if not (run_dir / needed).is_file():
         raise FileNotFoundError(f"{run_dir / needed} not found: evaluate needs a finished run folder")
     prompt = cfg.prompt
@@ -275,17 +274,7 @@ def evaluate_run(
     obj = parse_prompt(prompt)
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    # Evaluate with what this machine has, whatever the run was trained with (a run trained on a GPU with the
-    # Triton kernels and gsplat must still evaluate on a CPU).
-    cfg.render.backend = backend
-    cfg.densify.backend = "auto"
-    gen = torch.Generator().manual_seed(0)
-    if cfg.model.type == "nerf":
-        rep = NerfRepresentation(cfg, device, gen)
-        rep.model.load_state(torch.load(run_dir / needed, map_location=device, weights_only=False)["params"])
-    else:
-        rep = GaussianRepresentation(cfg, device, gen, model=load_ply(run_dir / needed, device=device))
+    rep = load_representation(run_dir, cfg, device, backend)
     metrics = {"prompt": prompt, "representation": rep.kind,
                **evaluate_representation(rep, obj, n_views, resolution, r_precision=True)}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
