@@ -200,6 +200,14 @@ def merge(out: Path, parts: Sequence[Path], meta: dict) -> int:
     return len(rows)
 
 
+def _job_queue(ctx, jobs: Sequence[dict], workers: int):
+    """A queue holding ``jobs`` and one end marker (None) per worker."""
+    q = ctx.Queue()
+    for j in [*jobs, *[None] * workers]:
+        q.put(j)
+    return q
+
+
 def run_timing_only(args) -> Path:
     """Solo timing runs in one worker process (after its untimed warm-up run), optionally folded into an
     existing quality.jsonl with :func:`solo_seconds` reapplied."""
@@ -211,11 +219,7 @@ def run_timing_only(args) -> Path:
         part = args.out.with_name(f"{args.out.stem}.timing.jsonl")
         part.unlink(missing_ok=True)
         ctx = mp.get_context("spawn")
-        q = ctx.Queue()
-        for j in jobs:
-            q.put(j)
-        q.put(None)
-        proc = ctx.Process(target=_worker, args=(0, None, q, str(part), args, True))
+        proc = ctx.Process(target=_worker, args=(0, None, _job_queue(ctx, jobs, 1), str(part), args, True))
         proc.start()
         proc.join()
         new = [json.loads(l) for l in part.read_text().splitlines()] if part.exists() else []
@@ -308,14 +312,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
 
     signal.signal(signal.SIGTERM, interrupt)
     ctx = mp.get_context("spawn")
-    queue, tqueue = ctx.Queue(), ctx.Queue()
-    for j in jobs:
-        queue.put(j)
-    for _ in slots:
-        queue.put(None)
-    for j in timing:
-        tqueue.put(j)
-    tqueue.put(None)
+    queue, tqueue = _job_queue(ctx, jobs, len(slots)), _job_queue(ctx, timing, 1)
     procs = [ctx.Process(target=_worker, args=(i, g, queue, str(parts[i]), args)) for i, g in enumerate(slots)]
     if solo:
         procs.append(ctx.Process(target=_worker, args=(len(slots), 0 if n_gpus else None, tqueue, str(parts[-1]), args, True)))

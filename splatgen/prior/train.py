@@ -270,6 +270,11 @@ def _clip_param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def _pool_checkpoint(producer, pool) -> Optional[Dict[str, Any]]:
+    """The pool's state for a checkpoint: kept only with in-process rendering and when it is small enough."""
+    return pool.state_dict() if producer.workers == 0 and pool.nbytes <= POOL_CHECKPOINT_BYTES else None
+
+
 class _Session:
     """The bookkeeping both training phases share within one session: step and sample counters, a log line
     every ``log_every`` steps (loss, rates, the phase's own ``extra`` fields), a checkpoint every
@@ -283,6 +288,11 @@ class _Session:
         self.rendered0 = producer.rendered  # views of the initial fill are not counted in views_per_s
         self.seconds0 = state["seconds"]
         self.last_loss = math.nan
+
+    def fill_pool(self) -> None:
+        """Move the views the producer has rendered since the last call into the pool."""
+        for chunk in self.producer.poll(max_chunks=32):
+            self.pool.add(chunk)
 
     @property
     def steps(self) -> int:
@@ -378,7 +388,7 @@ def train_clip(opts: TrainOptions, role: str = "clip") -> Dict[str, Any]:
 
     def checkpoint() -> None:
         rng = {"batch": batch_gen.get_state(), "torch": torch.get_rng_state(), "views": producer.state_dict()}
-        pool_state = pool.state_dict() if producer.workers == 0 and pool.nbytes <= POOL_CHECKPOINT_BYTES else None
+        pool_state = _pool_checkpoint(producer, pool)
         _save(
             ckpt_path,
             {"profile": prof.name, "model_cfg": cfg, "model": model.state_dict(), "optimizer": opt.state_dict(), "state": state, "rng": rng, "pool": pool_state},
@@ -388,8 +398,7 @@ def train_clip(opts: TrainOptions, role: str = "clip") -> Dict[str, Any]:
     session = _Session(state, producer, pool, opts, log, checkpoint)
     loss = None
     while not clock.done(session.steps):
-        for chunk in producer.poll(max_chunks=32):
-            pool.add(chunk)
+        session.fill_pool()
         vb = pool.sample_distinct(batch, batch_gen)
         images = vb.float_images()
         text = tokens[table.caption_ids(vb.pair_ids, vb.dir_ids)]
@@ -527,7 +536,7 @@ def train_unet(opts: TrainOptions) -> Dict[str, Any]:
             "noise_device": str(device),
             "views": producer.state_dict(),
         }
-        pool_state = pool.state_dict() if producer.workers == 0 and pool.nbytes <= POOL_CHECKPOINT_BYTES else None
+        pool_state = _pool_checkpoint(producer, pool)
         _save(
             ckpt_path,
             {
@@ -546,8 +555,7 @@ def train_unet(opts: TrainOptions) -> Dict[str, Any]:
     session = _Session(state, producer, pool, opts, log, checkpoint)
     loss = None
     while not clock.done(session.steps):
-        for chunk in producer.poll(max_chunks=32):
-            pool.add(chunk)
+        session.fill_pool()
         vb = pool.sample(batch, batch_gen)
         x0 = vb.float_images()
         emb = emb_table[_caption_ids(table, vb.pair_ids, vb.dir_ids, opts, batch_gen)]
