@@ -284,7 +284,7 @@ class Trainer:
         from .world.metrics import evaluate_representation
 
         m = evaluate_representation(self.rep, self._eval_obj, r_precision=True)
-        return {"step": step, "train_seconds": round(train_seconds, 4), **m}
+        return {"step": step, "train_seconds": train_seconds, **m}
 
     def _scalars(self, step: int, so: StepOutput, start: float, eval_seconds: float = 0.0) -> dict:
         return {
