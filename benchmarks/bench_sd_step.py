@@ -41,7 +41,7 @@ def bench_batch(guidance, batch: int, args) -> dict:
         ],
     )
     cfg.prompt = "a benchmark prompt"
-    trainer = Trainer(cfg, out_dir=None, guidance=guidance, profile=True)
+    trainer = Trainer(cfg, guidance, profile=True)
     for step in range(args.warmup):
         trainer.train_step(step)
     torch.cuda.synchronize()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +13,9 @@ from torch import Tensor
 from .cameras import Cameras, evenly_spaced_cameras
 from .config import Config, load_config
 from .errors import PromptError
-from .export import save_ply
+from .export import save_image_grid, save_ply
 from .representation import Representation
+from .rundir import splats_name
 
 log = logging.getLogger("splatgen")
 
@@ -55,12 +55,7 @@ class GenerationResult:
 
     def save_ply(self, path: str | Path, pad_sh_to_degree3: bool = False) -> Path:
         """Write the model as a 3DGS-layout .ply (a NeRF writes its density as a point cloud of splats)."""
-        if self.rep is not None and self.rep.kind != "gaussians":
-            from .nerf import save_nerf_ply
-
-            save_nerf_ply(self.rep.module, path, pad_sh_to_degree3=pad_sh_to_degree3)
-        else:
-            save_ply(self.model, path, pad_sh_to_degree3)
+        save_ply(self.rep.splat_params() if self.rep is not None else self.model, path, pad_sh_to_degree3)
         return Path(path)
 
     def render(
@@ -87,20 +82,6 @@ class GenerationResult:
     def save_previews(self, path: str | Path, n_views: int = 4, resolution: int = 256) -> Path:
         save_image_grid(self.render(n_views=n_views, resolution=resolution), path)
         return Path(path)
-
-
-def save_image_grid(images: Tensor, path: str | Path, cols: Optional[int] = None) -> None:
-    """Save [B, H, W, 3] images in [0, 1] as one PNG, ``cols`` per row."""
-    from PIL import Image
-
-    b, h, w, _ = images.shape
-    cols = cols or b
-    rows = (b + cols - 1) // cols
-    grid = torch.ones(rows * h, cols * w, 3)
-    for i in range(b):
-        r, c = divmod(i, cols)
-        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = images[i]
-    Image.fromarray((grid.clamp(0, 1).numpy() * 255 + 0.5).astype("uint8")).save(path)
 
 
 def _overrides_from_kwargs(kwargs: Dict[str, Any]) -> dict:
@@ -141,9 +122,11 @@ def generate(
         profile: time each stage of the step (synchronises the GPU; for benchmarks).
         **kwargs: section overrides, ``run={"steps": 100}`` or ``run__steps=100``.
     """
-    from .trainer import Trainer, preview_cameras
-
     import time
+
+    from .components import build_evaluator, build_guidance
+    from .rundir import RunFolder
+    from .trainer import Trainer, preview_cameras, resolve_device
 
     t0 = time.perf_counter()
     prompt = check_prompt(prompt)
@@ -158,30 +141,40 @@ def generate(
         files = ["default"] if config is None else ([config] if isinstance(config, (str, Path)) else list(config))
         cfg = load_config(files, overrides, extra=extra)
     cfg.prompt = prompt
-    trainer = Trainer(cfg, out_dir, guidance=guidance, overwrite=overwrite, profile=profile)
+    device = resolve_device(cfg.run.device)
+    run = RunFolder(out_dir, overwrite=overwrite) if out_dir is not None else None
+    if run is not None:
+        run.write_config(cfg)
+    if guidance is None:
+        guidance = build_guidance(cfg, device)
+    evaluator = None
+    if cfg.run.eval_every > 0:
+        evaluator = build_evaluator(cfg)
+        if evaluator is None:
+            log.warning("run.eval_every=%d ignored: %r is not a prompt of the procedural world, so there is no "
+                        "ground truth to evaluate against", cfg.run.eval_every, cfg.prompt)
+    trainer = Trainer(cfg, guidance, run=run, evaluator=evaluator, profile=profile)
     t_setup = time.perf_counter()
     tr = trainer.train()
     t_train = time.perf_counter()
-    result = GenerationResult(tr.model, cfg, trainer.out_dir, tr.history, tr.stage_ms, tr.seconds, rep=tr.rep,
-                              evals=tr.evals)
-    if trainer.out_dir is not None:
-        out = trainer.out_dir
-        result.save_ply(out / tr.rep.ply_name)
+    result = GenerationResult(tr.model, cfg, run.path if run is not None else None, tr.history, tr.stage_ms,
+                              tr.seconds, rep=tr.rep, evals=tr.evals)
+    if run is not None:
+        run.save_splats(splats_name(cfg), tr.rep.splat_params())
         if cfg.run.preview_views > 0:
             cams = preview_cameras(cfg.run.preview_views, cfg.run.preview_resolution, tr.rep.device)
-            save_image_grid(result.render(cameras=cams), out / "previews.png")
+            run.write_previews(result.render(cameras=cams))
         t_export = time.perf_counter()
         result.timings = {"setup": t_setup - t0, "optimisation": t_train - t_setup, "export": t_export - t_train}
         summary = {"prompt": prompt, "representation": tr.rep.kind, "seconds": round(tr.seconds, 3),
                    "steps": tr.steps, **tr.rep.scalars(), "device": str(trainer.device), "stage_ms": tr.stage_ms}
 
         def write_summary() -> None:
-            timings = {k: round(v, 3) for k, v in result.timings.items()}
-            (out / "summary.json").write_text(json.dumps({**summary, "timings_s": timings}, indent=2))
+            run.write_summary({**summary, "timings_s": {k: round(v, 3) for k, v in result.timings.items()}})
 
         write_summary()  # before the evaluation, so a failing evaluation still leaves it
         if cfg.run.evaluate:
-            result.metrics = _maybe_evaluate(out, prompt)
+            result.metrics = _maybe_evaluate(run.path, prompt)
         t_eval = time.perf_counter()
         result.timings.update(evaluation=t_eval - t_export, total=t_eval - t0)
         write_summary()
@@ -199,11 +192,9 @@ def _deep_merge(a: dict, b: dict) -> dict:
 
 
 def _maybe_evaluate(run_dir: Path, prompt: str) -> Optional[Dict[str, Any]]:
-    try:
-        from .world.grammar import is_world_prompt
-        from .world.metrics import evaluate_run
-    except ImportError:
-        return None
+    from .world.grammar import is_world_prompt
+    from .world.metrics import evaluate_run
+
     if not is_world_prompt(prompt):
         return None
     return evaluate_run(run_dir)
@@ -211,9 +202,7 @@ def _maybe_evaluate(run_dir: Path, prompt: str) -> Optional[Dict[str, Any]]:
 
 def load_result(run_dir: str | Path, device: str = "cpu") -> GenerationResult:
     """Load a finished run folder (``config.yaml`` + ``splats.ply``, or ``checkpoints/final.pt`` for a NeRF)."""
-    from .representation import load_representation
+    from .rundir import load_finished_run
 
-    run_dir = Path(run_dir)
-    cfg = load_config([run_dir / "config.yaml"])
-    rep = load_representation(run_dir, cfg, device)
-    return GenerationResult(rep.module, cfg, run_dir, rep=rep)
+    cfg, rep = load_finished_run(run_dir, device)
+    return GenerationResult(rep.module, cfg, Path(run_dir), rep=rep)

@@ -109,13 +109,9 @@ def _cmd_config(args) -> int:
 
 def _cmd_export(args) -> int:
     from .export import load_ply, save_ply
+    from .rundir import find_splats
 
-    if args.run_dir.is_dir():
-        src = next((args.run_dir / n for n in ("splats.ply", "nerf.ply") if (args.run_dir / n).is_file()),
-                   args.run_dir / "splats.ply")
-    else:
-        src = args.run_dir
-    n = save_ply(load_ply(src), args.path, pad_sh_to_degree3=args.pad_sh3)
+    n = save_ply(load_ply(find_splats(args.run_dir)), args.path, pad_sh_to_degree3=args.pad_sh3)
     print(f"wrote {args.path} ({n} Gaussians)")
     return 0
 

@@ -19,8 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
-
-REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+from .resources import bundled_config_text, config_names
 
 
 def _choice(section: str, name: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -453,16 +452,18 @@ class Config:
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 
 
-def resolve_config_path(name: str | Path) -> Path:
-    """A config given as a path, or as a bare name of a file in the repository's ``configs/`` folder."""
+def read_config_file(name: str | Path) -> tuple[str, str]:
+    """(where, YAML text) of a config given as a path, or as the name of a bundled config (``default``,
+    ``sd21``...; see ``splatgen config --list``). A path wins over a bundled name."""
     p = Path(name)
     if p.is_file():
-        return p
-    for cand in (REPO_CONFIG_DIR / p, REPO_CONFIG_DIR / f"{p}.yaml"):
-        if cand.is_file():
-            return cand
-    known = sorted(q.stem for q in REPO_CONFIG_DIR.glob("*.yaml")) if REPO_CONFIG_DIR.is_dir() else []
-    raise ConfigError(f"config file {str(name)!r} not found; give a path or one of the bundled names {known}")
+        return str(p), p.read_text(encoding="utf-8")
+    text = bundled_config_text(str(name))
+    if text is not None:
+        return f"bundled config {str(name)!r}", text
+    if p.exists():
+        raise ConfigError(f"config {str(name)!r} is not a file")
+    raise ConfigError(f"config file {str(name)!r} not found; give a path or one of the bundled names {config_names()}")
 
 
 def _explain(exc: OmegaConfBaseException) -> str:
@@ -484,10 +485,10 @@ def load_config(
     try:
         layers = [base]
         for f in files:
-            path = resolve_config_path(f)
-            data = OmegaConf.load(path)
+            where, text = read_config_file(f)
+            data = OmegaConf.create(text)
             if not isinstance(data, type(base)) and data is not None:
-                raise ConfigError(f"{path}: a config file must hold a mapping of sections")
+                raise ConfigError(f"{where}: a config file must hold a mapping of sections")
             layers.append(data)
         for o in overrides:
             if "=" not in o:

@@ -27,3 +27,7 @@ class RunDirError(SplatgenError, FileExistsError):
 
 class NonFiniteError(SplatgenError, FloatingPointError):
     """The loss or the parameters became NaN/Inf; the last good checkpoint was kept."""
+
+
+class NotARunError(SplatgenError, FileNotFoundError):
+    """A folder given as a run is not one (or not a finished one): the message says what is missing."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -30,7 +29,6 @@ from . import schedules
 from .cameras import Cameras
 from .config import Config
 from .densify import DensifyParams, DensifyStats
-from .export import save_ply
 from .gaussians import GaussianModel
 from .kernels_glue import accumulate_stats, densify_step, resolve_kernel_backend
 from .render import render, resolve_backend
@@ -104,8 +102,9 @@ class Representation(ABC):
         """Parameters (and buffers) only, cheap enough to keep as the last good state."""
 
     @abstractmethod
-    def save_ply(self, path: Path, state: Optional[Dict[str, Any]] = None) -> int:
-        """Write the model (or a :meth:`state`) as a 3DGS-layout .ply; returns the number of points."""
+    def splat_params(self, state: Optional[Dict[str, Any]] = None) -> Dict[str, Tensor]:
+        """The model (or a :meth:`state` of it) as 3D Gaussians in gsplat's layout (``means``, ``scales``,
+        ``quats``, ``opacities``, ``sh0``, ``shN``): what the exporters write (a NeRF: its density as splats)."""
 
     def checkpoint(self) -> Dict[str, Any]:
         return {"kind": self.kind, "params": self.state(), "optimizer": self.optimizer.state_dict()}
@@ -189,8 +188,8 @@ class GaussianRepresentation(Representation):
     def state(self) -> Dict[str, Any]:
         return self.model.state()
 
-    def save_ply(self, path: Path, state: Optional[Dict[str, Any]] = None) -> int:
-        return save_ply(self.model if state is None else state, path)
+    def splat_params(self, state: Optional[Dict[str, Any]] = None) -> Dict[str, Tensor]:
+        return self.model.state() if state is None else state
 
     def checkpoint(self) -> Dict[str, Any]:
         return {**super().checkpoint(), "sh_degree": self.model.sh_degree,
@@ -256,48 +255,27 @@ class NerfRepresentation(Representation):
     def state(self) -> Dict[str, Any]:
         return {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in self.model.state().items()}
 
-    def save_ply(self, path: Path, state: Optional[Dict[str, Any]] = None) -> int:
-        from .nerf import save_nerf_ply
+    def splat_params(self, state: Optional[Dict[str, Any]] = None) -> Dict[str, Tensor]:
+        from .nerf import nerf_to_gaussian_params
 
         if state is None:
-            return save_nerf_ply(self.model, path)
+            return nerf_to_gaussian_params(self.model)
         live = self.state()
         self.model.load_state(state)
         try:
-            return save_nerf_ply(self.model, path)
+            return nerf_to_gaussian_params(self.model)
         finally:
             self.model.load_state(live)
 
 
-def run_files_needed(cfg: Config) -> str:
-    """The file a finished run folder of ``cfg``'s representation is loaded from."""
-    return "checkpoints/final.pt" if cfg.model.type == "nerf" else "splats.ply"
+#: opacity above which a Gaussian's centre counts as a point of the model (:meth:`Representation.points`).
+POINTS_MIN_OPACITY = 0.1
 
 
-def load_representation(run_dir: Path, cfg: Config, device: torch.device | str,
-                        render_backend: str = "auto") -> Representation:
-    """The representation of a finished run folder: a NeRF from ``checkpoints/final.pt``, Gaussians from
-    ``splats.ply``. Built with what this machine has (``render_backend``, kernel backend ``auto``), whatever
-    the run was trained with, so a run trained on a GPU with gsplat and the Triton kernels loads on a CPU."""
-    from .export import load_ply
-
-    device = torch.device(device)
-    cfg.render.backend, cfg.densify.backend = render_backend, "auto"
-    gen = torch.Generator().manual_seed(0)
-    path = Path(run_dir) / run_files_needed(cfg)
-    if cfg.model.type == "nerf":
-        rep = NerfRepresentation(cfg, device, gen)
-        rep.model.load_state(torch.load(path, map_location=device, weights_only=False)["params"])
-        return rep
-    return GaussianRepresentation(cfg, device, gen, model=load_ply(path, device=device))
-
-
-def opaque_centres(model: GaussianModel) -> Tensor:
-    """Centres of the Gaussians more opaque than ``CHAMFER_MIN_OPACITY``: the model's points for Chamfer."""
-    from .world.metrics import CHAMFER_MIN_OPACITY
-
+def opaque_centres(model: GaussianModel, min_opacity: float = POINTS_MIN_OPACITY) -> Tensor:
+    """Centres of the Gaussians more opaque than ``min_opacity``: the model's points (e.g. for Chamfer)."""
     with torch.no_grad():
-        return model.means.detach()[model.get_opacities().detach() > CHAMFER_MIN_OPACITY].float()
+        return model.means.detach()[model.get_opacities().detach() > min_opacity].float()
 
 
 def build_representation(cfg: Config, device: torch.device, generator: torch.Generator) -> Representation:

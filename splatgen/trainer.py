@@ -1,12 +1,16 @@
 """The optimisation loop: sample cameras, render, guidance, step, densify.
 
 ``Trainer.train()`` runs ``train_step`` once per step and does everything else (logging, checkpoints,
-previews, evaluation) around it, so the step itself reads top to bottom.
+evaluation) around it, so the step itself reads top to bottom.
+
+The trainer is handed its components and knows none of their kinds: a :class:`~splatgen.guidance.Guidance`,
+optionally a ``run`` (a :class:`RunSink`, where logs, checkpoints and rescued models go; the run folder of
+:mod:`splatgen.rundir` is one) and an ``evaluator`` (a callable scoring the representation, as torchtitan's
+validator is a component of its trainer; the procedural world supplies one for its prompts).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -14,15 +18,15 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol
 
 import torch
 from torch import Tensor
 
 from . import schedules
 from .cameras import Cameras, evenly_spaced_cameras, sample_orbit_cameras
-from .config import Config, save_config
-from .errors import DeviceError, NonFiniteError, RunDirError
+from .config import Config
+from .errors import DeviceError, NonFiniteError
 from .guidance.base import Guidance
 from .kernels_glue import resolve_kernel_backend, sds_loss
 from .render import make_background
@@ -51,17 +55,25 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def prepare_run_dir(out_dir: Optional[Path], overwrite: bool) -> None:
-    """Create the run folder; refuse one that already holds a run unless ``overwrite``."""
-    if out_dir is None:
-        return
-    markers = ("config.yaml", "splats.ply", "nerf.ply", "metrics.jsonl", "checkpoints")
-    if out_dir.exists() and any((out_dir / m).exists() for m in markers) and not overwrite:
-        raise RunDirError(
-            f"{out_dir} already holds a run (found {[m for m in markers if (out_dir / m).exists()]}); "
-            "choose another --out folder, or pass --overwrite to replace it"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
+class RunSink(Protocol):
+    """Where a run's records go (implemented by :class:`splatgen.rundir.RunFolder`)."""
+
+    def open_logs(self, tensorboard: bool) -> None: ...
+
+    def close_logs(self) -> None: ...
+
+    def log(self, row: Dict[str, Any]) -> None:
+        """One row of scalars or one event (a dict with ``event``)."""
+
+    def save_checkpoint(self, name: str, payload: Dict[str, Any]) -> Path:
+        """Write a checkpoint (``checkpoints/<name>``) atomically; returns its path."""
+
+    def save_splats(self, name: str, params: Dict[str, Tensor]) -> Path:
+        """Write gsplat-layout Gaussians as a 3DGS ``.ply`` named ``name`` in the run; returns its path."""
+
+
+#: evaluator(rep) -> ground-truth metrics of the representation as it is now.
+Evaluator = Callable[[Representation], Dict[str, Any]]
 
 
 class StageTimer:
@@ -111,24 +123,22 @@ class TrainResult:
 
 
 class Trainer:
-    """One generation. ``guidance`` may be passed in (tests, benchmarks); otherwise it is built from the config."""
+    """One generation: ``guidance`` scores the renders; ``run`` (optional) receives logs and checkpoints;
+    ``evaluator`` (optional) is called every ``run.eval_every`` steps."""
 
     def __init__(
         self,
         cfg: Config,
-        out_dir: Optional[str | Path] = None,
-        guidance: Optional[Guidance] = None,
-        overwrite: bool = False,
+        guidance: Guidance,
+        run: Optional[RunSink] = None,
+        evaluator: Optional[Evaluator] = None,
         profile: bool = False,
     ):
         self.cfg = cfg
-        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.run = run
         self.device = resolve_device(cfg.run.device)
-        prepare_run_dir(self.out_dir, overwrite)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.run.cudnn_benchmark
-        if self.out_dir is not None:
-            save_config(cfg, self.out_dir / "config.yaml")
 
         # Every random draw comes from these: cameras/timesteps/backgrounds on the CPU (identical on any device),
         # the SDS noise on the compute device (cheap for large latents).
@@ -139,35 +149,22 @@ class Trainer:
         # timesteps and noise.
         self.rep_gen = torch.Generator().manual_seed(cfg.run.seed + 2)
 
-        self.guidance = guidance if guidance is not None else self._build_guidance()
+        self.guidance = guidance
         # A guidance handed in with its embeddings already set (benchmarks with random embeddings) is used as is.
-        if not getattr(self.guidance, "text_ready", False):
+        if not self.guidance.text_ready:
             self.guidance.prepare_text(cfg.prompt, cfg.guidance.negative_prompt, cfg.guidance.view_dependent)
-        self.background_kind = getattr(self.guidance, "required_background", None) or cfg.render.background
+        self.background_kind = self.guidance.required_background or cfg.render.background
         if self.background_kind != cfg.render.background:
             log.info("guidance %s needs a %s background; using it", type(self.guidance).__name__, self.background_kind)
 
         self.rep: Representation = build_representation(cfg, self.device, self.rep_gen)
         self.model = self.rep.module
         self.kernel_backend = resolve_kernel_backend(cfg.densify.backend, self.device)
-        self._eval_obj = self._world_object() if cfg.run.eval_every > 0 else None
+        self.evaluator = evaluator if cfg.run.eval_every > 0 else None
         self.schedule = schedules.TimestepSchedule(cfg.schedule, self.guidance.alphas_cumprod.cpu(), cfg.run.steps)
         self.timer = StageTimer(self.device, profile)
         self._last_good: Optional[Dict[str, Any]] = None
         self._last_good_step = -1
-        self._metrics_file = None
-        self._tb = None
-
-    # ------------------------------------------------------------------ construction helpers
-    def _build_guidance(self) -> Guidance:
-        from .guidance import load_guidance, resolve_dtype
-
-        g = self.cfg.guidance
-        if g.type == "world":
-            from .world.oracle import WorldGuidance
-
-            return WorldGuidance.from_config(self.cfg, device=self.device)
-        return load_guidance(g, self.device, resolve_dtype(g.dtype, self.device))
 
     # ------------------------------------------------------------------ one step
     def train_step(self, step: int) -> StepOutput:
@@ -225,7 +222,8 @@ class Trainer:
         evals: List[dict] = []
         eval_seconds = 0.0
         start = time.perf_counter()
-        self._open_logs()
+        if self.run is not None:
+            self.run.open_logs(cfg.run.tensorboard)
         bar = self._progress(total)
         step = 0
         try:
@@ -239,7 +237,7 @@ class Trainer:
                     self._check_finite(step, row)
                     if bar is not None:
                         bar.set_postfix(loss=f"{row['loss']:.3g}", n=self.rep.size(), t=row["t"])
-                if self._eval_obj is not None and ((step + 1) % cfg.run.eval_every == 0 or last):
+                if self.evaluator is not None and ((step + 1) % cfg.run.eval_every == 0 or last):
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     t0 = time.perf_counter()
@@ -253,38 +251,28 @@ class Trainer:
                     bar.update(1)
         except KeyboardInterrupt:
             # Never lose work: keep what was optimised so far next to the run's files.
-            if self.out_dir is not None and self.rep.is_finite():
+            if self.run is not None and self.rep.is_finite():
                 path = self.save_checkpoint(step, name="interrupted.pt")
-                self.rep.save_ply(self.out_dir / "interrupted.ply")
+                self.run.save_splats("interrupted.ply", self.rep.splat_params())
                 log.warning("interrupted at step %d; saved %s and interrupted.ply", step, path)
             raise
         finally:
             if bar is not None:
                 bar.close()
-            self._close_logs()
+            if self.run is not None:
+                self.run.close_logs()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start - eval_seconds
         stage_ms = {k: 1000.0 * v / total for k, v in self.timer.totals.items()} if self.timer.enabled else {}
-        if self.out_dir is not None:
+        if self.run is not None:
             self.save_checkpoint(total, name="final.pt")
         return TrainResult(self.rep, history, stage_ms, seconds, total, evals)
 
-    def _world_object(self):
-        from .world.grammar import is_world_prompt, parse_prompt
-
-        if not is_world_prompt(self.cfg.prompt):
-            log.warning("run.eval_every=%d ignored: %r is not a prompt of the procedural world, so there is no "
-                        "ground truth to evaluate against", self.cfg.run.eval_every, self.cfg.prompt)
-            return None
-        return parse_prompt(self.cfg.prompt)
-
     def evaluate(self, step: int, train_seconds: float) -> dict:
-        """Ground-truth metrics of the current model (procedural-world prompts; see splatgen.world.metrics)."""
-        from .world.metrics import evaluate_representation
-
-        m = evaluate_representation(self.rep, self._eval_obj, r_precision=True)
-        return {"step": step, "train_seconds": train_seconds, **m}
+        """The evaluator's metrics of the current model, with the step and the training seconds so far."""
+        assert self.evaluator is not None
+        return {"step": step, "train_seconds": train_seconds, **self.evaluator(self.rep)}
 
     def _scalars(self, step: int, so: StepOutput, start: float, eval_seconds: float = 0.0) -> dict:
         return {
@@ -307,55 +295,26 @@ class Trainer:
             return
         where = "the loss" if bad_loss else {"gaussians": "the Gaussians' parameters"}.get(self.rep.kind, "the NeRF's parameters")
         saved = ""
-        if self.out_dir is not None and self._last_good is not None:
-            path = self.out_dir / "checkpoints" / "last_good.pt"
-            path.parent.mkdir(exist_ok=True)
-            torch.save({"step": self._last_good_step, "kind": self.rep.kind, "params": self._last_good}, path)
-            self.rep.save_ply(self.out_dir / "last_good.ply", self._last_good)
-            saved = f"; the last good state (step {self._last_good_step}) is in {path} and {self.out_dir / 'last_good.ply'}"
+        if self.run is not None and self._last_good is not None:
+            path = self.run.save_checkpoint("last_good.pt", {"step": self._last_good_step, "kind": self.rep.kind,
+                                                            "params": self._last_good})
+            ply = self.run.save_splats("last_good.ply", self.rep.splat_params(self._last_good))
+            saved = f"; the last good state (step {self._last_good_step}) is in {path} and {ply}"
         raise NonFiniteError(
             f"{where} became NaN/Inf at step {step + 1}{saved}. Try a lower learning rate (optim.* or nerf.lr), a "
             "smaller guidance.guidance_scale, or guidance.grad_clip > 0."
         )
 
-    # ------------------------------------------------------------------ files
+    # ------------------------------------------------------------------ records
     def save_checkpoint(self, step: int, name: Optional[str] = None) -> Optional[Path]:
-        if self.out_dir is None:
+        if self.run is None:
             return None
-        path = self.out_dir / "checkpoints" / (name or f"step_{step:06d}.pt")
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"step": step, **self.rep.checkpoint(), "rng": self.gen.get_state(), "rep_rng": self.rep_gen.get_state()}, tmp)
-        tmp.replace(path)
-        return path
-
-    def _open_logs(self) -> None:
-        if self.out_dir is None:
-            return
-        self._metrics_file = open(self.out_dir / "metrics.jsonl", "a", buffering=1)
-        if self.cfg.run.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.out_dir / "tb"))
-            except ImportError:
-                log.warning("run.tensorboard=true but tensorboard is not installed; logging to metrics.jsonl only")
-
-    def _close_logs(self) -> None:
-        if self._metrics_file is not None:
-            self._metrics_file.close()
-            self._metrics_file = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        payload = {"step": step, **self.rep.checkpoint(), "rng": self.gen.get_state(), "rep_rng": self.rep_gen.get_state()}
+        return self.run.save_checkpoint(name or f"step_{step:06d}.pt", payload)
 
     def _log(self, row: dict) -> None:
-        if self._metrics_file is not None:
-            self._metrics_file.write(json.dumps(row) + "\n")
-        if self._tb is not None and "event" not in row:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self._tb.add_scalar(k, v, row["step"])
+        if self.run is not None:
+            self.run.log(row)
 
     def _progress(self, total: int):
         mode = self.cfg.run.progress

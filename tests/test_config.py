@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from splatgen.config import REPO_CONFIG_DIR, Config, describe_config, field_docs, load_config, save_config
+from splatgen.config import Config, describe_config, field_docs, load_config, save_config
 from splatgen.errors import ConfigError
+from splatgen.resources import config_names
 
 
 def test_defaults_validate():
@@ -70,7 +71,7 @@ def test_missing_config_file_lists_bundled():
 
 
 def test_bundled_names_resolve():
-    names = sorted(p.stem for p in REPO_CONFIG_DIR.glob("*.yaml"))
+    names = config_names()
     assert "default" in names
     for name in names:
         load_config([name], ["guidance.model=some/folder"] if name == "pixel" else [])

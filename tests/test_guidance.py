@@ -17,8 +17,10 @@ import torch
 from splatgen.cameras import DIRECTIONS
 from splatgen.config import GuidanceConfig
 from splatgen.errors import ConfigError, ModelLoadError, PromptError
-from splatgen.guidance import PixelGuidance, StableDiffusionGuidance, directional_prompt, load_guidance, resolve_dtype
-from splatgen.guidance.diffusers_guidance import prediction_to_epsilon
+from splatgen.components import build_guidance
+from splatgen.config import Config
+from splatgen.guidance import PixelGuidance, StableDiffusionGuidance, directional_prompt, resolve_dtype
+from splatgen.guidance.unet_guidance import prediction_to_epsilon
 from splatgen.guidance.tiny import load_model_config, make_tiny_pixel, make_tiny_sd, random_text_embeddings
 from splatgen.sds import add_noise, classifier_free_guidance, sds_gradient, sds_loss, sds_weight
 
@@ -35,7 +37,7 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="module")
 def sd(tiny_dirs: dict) -> StableDiffusionGuidance:
-    g = load_guidance(GuidanceConfig(type="stable-diffusion", model=str(tiny_dirs["sd"])), "cpu")
+    g = build_guidance(Config(guidance=GuidanceConfig(type="stable-diffusion", model=str(tiny_dirs["sd"]))), "cpu")
     assert isinstance(g, StableDiffusionGuidance)
     g.prepare_text("a cat")
     return g
@@ -43,7 +45,7 @@ def sd(tiny_dirs: dict) -> StableDiffusionGuidance:
 
 @pytest.fixture(scope="module")
 def pixel(tiny_dirs: dict) -> PixelGuidance:
-    g = load_guidance(GuidanceConfig(type="pixel", model=str(tiny_dirs["pixel"])), "cpu")
+    g = build_guidance(Config(guidance=GuidanceConfig(type="pixel", model=str(tiny_dirs["pixel"]))), "cpu")
     assert isinstance(g, PixelGuidance)
     g.prepare_text("a cat")
     return g
@@ -212,10 +214,10 @@ def test_missing_folder_is_a_model_load_error(tmp_path: Path) -> None:
     missing = tmp_path / "no_such_model"
     for kind in ("stable-diffusion", "pixel"):
         with pytest.raises(ModelLoadError) as err:
-            load_guidance(GuidanceConfig(type=kind, model=str(missing)), "cpu")
+            build_guidance(Config(guidance=GuidanceConfig(type=kind, model=str(missing))), "cpu")
         assert str(missing) in str(err.value) and "huggingface-cli download" in str(err.value)
     with pytest.raises(ModelLoadError, match="empty"):
-        load_guidance(GuidanceConfig(type="stable-diffusion", model=""), "cpu")
+        build_guidance(Config(guidance=GuidanceConfig(type="stable-diffusion", model="")), "cpu")
 
 
 def test_scheduler_of_another_class_is_read_as_ddpm(tiny_dirs: dict, tmp_path: Path) -> None:
@@ -247,16 +249,11 @@ def test_folder_without_unet_is_a_model_load_error(tiny_dirs: dict, tmp_path: Pa
     assert "UNet" in str(err.value) and str(broken) in str(err.value) and "Error" in str(err.value)
 
 
-def test_unknown_or_missing_backend(tmp_path: Path) -> None:
-    cfg = GuidanceConfig(type="stable-diffusion", model=str(tmp_path))
-    cfg.type = "nope"
+def test_unknown_backend(tmp_path: Path) -> None:
+    cfg = Config(guidance=GuidanceConfig(type="stable-diffusion", model=str(tmp_path)))
+    cfg.guidance.type = "nope"
     with pytest.raises(ConfigError, match="nope"):
-        load_guidance(cfg, "cpu")
-    try:
-        import splatgen.world.oracle  # noqa: F401
-    except ModuleNotFoundError:
-        with pytest.raises(ConfigError, match="world"):
-            load_guidance(GuidanceConfig(type="world"), "cpu")
+        build_guidance(cfg, "cpu")
 
 
 # ---- dtypes ----------------------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ import torch
 
 from splatgen.cameras import orbit_cameras
 from splatgen.config import NerfConfig
-from splatgen.export import load_ply
+from splatgen.export import load_ply, save_ply
 from splatgen.gaussians import sh0_to_rgb
-from splatgen.nerf import HashGridEncoding, NeRFModel, OccupancyGrid, render_nerf, save_nerf_ply
+from splatgen.nerf import HashGridEncoding, NeRFModel, OccupancyGrid, nerf_to_gaussian_params, render_nerf
 from splatgen.nerf.encoding import PRIMES
 from splatgen.nerf.render import camera_rays, composite_weights, ray_aabb
 
@@ -381,7 +381,7 @@ def test_sample_shading_schedule():
 def test_export_ply_round_trip(tmp_path):
     m = small_model()
     m.update_occupancy(0)
-    n = save_nerf_ply(m, tmp_path / "nerf.ply")
+    n = save_ply(nerf_to_gaussian_params(m), tmp_path / "nerf.ply")
     assert 0 < n < 16**3 // 4
     back = load_ply(tmp_path / "nerf.ply")
     assert back.params["means"].shape == (n, 3)
@@ -393,7 +393,7 @@ def test_export_ply_round_trip(tmp_path):
     torch.testing.assert_close(back.params["scales"].detach(), torch.full((n, 3), math.log(cell / 2)))
     alpha = torch.sigmoid(back.params["opacities"].detach())
     torch.testing.assert_close(alpha, (1 - torch.exp(-dens * cell)).clamp(1e-4, 1 - 1e-4), atol=1e-5, rtol=1e-4)
-    assert save_nerf_ply(m, tmp_path / "few.ply", max_points=5) == 5
+    assert save_ply(nerf_to_gaussian_params(m, max_points=5), tmp_path / "few.ply") == 5
 
 
 def test_from_config_validates():

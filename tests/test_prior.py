@@ -14,10 +14,14 @@ import torch
 
 from splatgen.cameras import DIRECTIONS
 from splatgen.errors import ModelLoadError, SplatgenError
+from splatgen.components import build_guidance
+from splatgen.config import load_config
 from splatgen.guidance import PixelGuidance
-from splatgen.guidance.diffusers_guidance import PROMPT_ENCODER_LOADERS
-from splatgen.prior import HELD_OUT_PAIRS, TEXT_ENCODER_FOLDER, CaptionTable, OpenCLIPPromptEncoder, WorldViews, check_prior_folder
-from splatgen.prior.clip_model import (
+from splatgen.guidance.text_encoders import PROMPT_ENCODER_LOADERS, TEXT_ENCODER_FOLDER, OpenCLIPPromptEncoder
+from splatgen.prior import check_prior_folder, prompt_check
+from splatgen.world.captions import CaptionTable
+
+from prior_training.clip import (
     TINY_CLIP_CONFIG,
     WORLD_WORDS,
     build_clip,
@@ -28,9 +32,9 @@ from splatgen.prior.clip_model import (
     world_tokenizer,
     write_world_bpe,
 )
-from splatgen.prior.data import PLAIN, ViewPool, ViewProducer, held_out_pair_ids
-from splatgen.prior.evaluate import Evaluator, r_precision, render_ground_truth, run_r_precision, sample_prior, summarise
-from splatgen.prior.train import TrainOptions, _caption_ids, export_prior, import_prior, lr_factor, main, train_clip, train_unet
+from prior_training.data import HELD_OUT_PAIRS, PLAIN, ViewPool, ViewProducer, WorldViews, held_out_pair_ids
+from prior_training.evaluate import Evaluator, r_precision, render_ground_truth, run_r_precision, sample_prior, summarise
+from prior_training.train import TrainOptions, _caption_ids, export_prior, import_prior, lr_factor, main, train_clip, train_unet
 from splatgen.world import COLOURS, KINDS
 
 
@@ -211,7 +215,7 @@ def test_clip_folder_errors_are_clear(tmp_path: Path) -> None:
 
 def test_prompt_encoder_shapes_determinism_and_warnings(tmp_path: Path) -> None:
     model, tok, cfg = _tiny_clip(tmp_path)
-    enc = OpenCLIPPromptEncoder(model, tok, "cpu", held_out=HELD_OUT_PAIRS)
+    enc = OpenCLIPPromptEncoder(model, tok, "cpu", text_aliases={"gray": "grey"}, prompt_check=prompt_check(HELD_OUT_PAIRS))
     L, D = cfg["text_cfg"]["context_length"], cfg["text_cfg"]["width"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # world prompts warn about nothing
@@ -296,7 +300,9 @@ def test_export_layout_card_and_checks(tiny_run: dict, tmp_path: Path) -> None:
 
 def test_pixel_guidance_loads_the_exported_prior(tiny_run: dict) -> None:
     assert TEXT_ENCODER_FOLDER in PROMPT_ENCODER_LOADERS
-    g = PixelGuidance(str(tiny_run["prior"]), "cpu")
+    # built as a run builds it: a folder with prior_card.json is a prior of the world, checked and warned about
+    g = build_guidance(load_config(overrides=[f"guidance.model={tiny_run['prior']}"]), "cpu")
+    assert isinstance(g, PixelGuidance)
     assert g.input_size == 32 and g.num_train_timesteps == 1000 and g.prediction_type == "epsilon"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -310,8 +316,12 @@ def test_pixel_guidance_loads_the_exported_prior(tiny_run: dict) -> None:
         direct = g.unet(x, torch.tensor([700, 300]), encoder_hidden_states=enc.encode(["", ""])).sample
     assert torch.allclose(eps[:2], direct, atol=1e-5)
     with pytest.warns(UserWarning) as record:  # (the tiny encoder's 16 tokens also cut the view suffix)
-        PixelGuidance(str(tiny_run["prior"]), "cpu").prepare_text("a photo of a corgi")
+        build_guidance(load_config(overrides=[f"guidance.model={tiny_run['prior']}"]), "cpu").prepare_text("a photo of a corgi")
     assert any("is not one" in str(w.message) and "kinds" in str(w.message) for w in record)
+    # the same folder loaded directly is just a pixel-space model: its encoder knows nothing about the world
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        PixelGuidance(str(tiny_run["prior"]), "cpu").prepare_text("a red mug")
 
 
 def test_cli_export_refuses_to_overwrite_and_import_continues(tiny_run: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

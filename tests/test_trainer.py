@@ -12,7 +12,8 @@ import torch
 
 import splatgen
 from splatgen.cli import main as cli_main
-from splatgen.config import REPO_CONFIG_DIR, load_config
+from splatgen.config import load_config
+from splatgen.resources import config_names
 from splatgen.errors import DeviceError, ModelLoadError, NonFiniteError, PromptError, RunDirError
 from splatgen.export import load_ply
 from splatgen.guidance.tiny import make_tiny_pixel, make_tiny_sd
@@ -146,10 +147,10 @@ class NaNGradientsFrom:
 
 
 def test_nan_stops_and_keeps_last_good(tiny_sd, tmp_path):
-    from splatgen.guidance import load_guidance
+    from splatgen.components import build_guidance
 
     cfg = load_config([], sd_overrides(tiny_sd))
-    guidance = NaNGradientsFrom(load_guidance(cfg.guidance, "cpu"), k=4)
+    guidance = NaNGradientsFrom(build_guidance(cfg, "cpu"), k=4)
     out = tmp_path / "nan"
     with pytest.raises(NonFiniteError, match="NaN/Inf at step 4") as info:
         splatgen.generate("a red mug", out_dir=out, guidance=guidance,
@@ -179,10 +180,10 @@ def test_python_dash_m_help():
     assert r.returncode == 0 and "generate" in r.stdout
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in REPO_CONFIG_DIR.glob("*.yaml")))
+@pytest.mark.parametrize("config", config_names())
 def test_every_bundled_config_runs_two_steps(config, tiny_sd, tiny_pixel, tmp_path):
     """Every shipped config, with tiny overrides: diffusers configs point at tiny random-weight models."""
-    cfg = load_config([config], ["guidance.model=x"] if config == "pixel.yaml" else [])
+    cfg = load_config([config], ["guidance.model=x"] if config == "pixel" else [])
     tiny = ["run.steps=2", "model.num_points=100", "render.resolution=24", "render.resolution_milestones=[]",
             "camera.batch_size=2", "run.preview_views=1", "run.preview_resolution=16", "run.evaluate=false",
             "guidance.world_views=16", "guidance.world_resolution=16", "render.backend=torch",

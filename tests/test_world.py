@@ -342,8 +342,8 @@ def test_evaluator_r_precision_ranks_the_true_caption(tmp_path):
 
     from splatgen.config import Config, save_config
     from splatgen.export import save_ply
-    from splatgen.prior import bundled_prior_path
-    from splatgen.prior.evaluate import Evaluator, run_r_precision
+    from splatgen.resources import bundled_prior_path
+    from splatgen.world.clip_eval import Evaluator, run_r_precision
     from splatgen.world.metrics import evaluate_run
 
     evaluator = Evaluator(bundled_prior_path() / "evaluator_clip")

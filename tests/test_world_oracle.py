@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from splatgen.cameras import view_direction
-from splatgen.config import CameraConfig, Config, GuidanceConfig
+from splatgen.config import CameraConfig, Config
 from splatgen.errors import PromptError
 from splatgen.sds import add_noise
 from splatgen.world.grammar import KINDS
@@ -184,8 +184,13 @@ def test_from_config():
     cfg.camera.elevation_range = [0.0, 10.0]
     g = WorldGuidance.from_config(cfg, device="cpu")
     assert (g.num_views, g.resolution, g.camera.elevation_range) == (8, 12, [0.0, 10.0])
-    g2 = WorldGuidance.from_config(GuidanceConfig(world_views=5, world_resolution=10), "cpu", torch.float16)
-    assert (g2.num_views, g2.resolution, g2.camera) == (5, 10, CameraConfig())
+    # the one way a run builds its guidance hands the oracle the same whole config: same camera ranges
+    from splatgen.components import build_guidance
+
+    cfg.guidance.type = "world"
+    g2 = build_guidance(cfg, "cpu")
+    assert isinstance(g2, WorldGuidance)
+    assert (g2.num_views, g2.resolution, g2.camera) == (8, 12, cfg.camera) and g2.camera != CameraConfig()
 
 
 def sds_fit(prompt: str, steps: int, seed: int = 0, guidance_scale: float = 7.5, t_range=(500, 980),

@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: prior_training/
 from common import environment, write_json  # noqa: E402
 
-from splatgen.prior.data import ViewPool, ViewProducer, WorldViews, views_per_second  # noqa: E402
+from prior_training.data import ViewPool, ViewProducer, WorldViews, views_per_second  # noqa: E402
 
 
 def main() -> None:

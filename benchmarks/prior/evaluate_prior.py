@@ -21,12 +21,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: prior_training/
 from common import environment, write_json  # noqa: E402
 
 from splatgen.cameras import DIRECTIONS  # noqa: E402
-from splatgen.prior.card import add_metrics  # noqa: E402
-from splatgen.prior.data import HELD_OUT_PAIRS, CaptionTable  # noqa: E402
-from splatgen.prior.evaluate import evaluate_prior, save_grid  # noqa: E402
+from prior_training.card import add_metrics  # noqa: E402
+from prior_training.data import HELD_OUT_PAIRS  # noqa: E402
+from prior_training.evaluate import evaluate_prior, save_grid  # noqa: E402
+from splatgen.world.captions import CaptionTable  # noqa: E402
 
 GRID_DIRECTIONS = ("front", "side", "back")
 

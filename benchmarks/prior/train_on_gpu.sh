@@ -47,11 +47,11 @@ python3 -c "import os, torch, diffusers, open_clip; print('torch', torch.__versi
 
 rm -rf "$RUN"
 if [ -n "${1:-}" ]; then
-  python3 -m splatgen.prior.train import --out "$RUN" --from "$1" || exit 1
+  python3 -m prior_training.train import --out "$RUN" --from "$1" || exit 1
 fi
 DEADLINE=$(python3 -c "print($T0 + $MINUTES * 60 - $EVAL_RESERVE_S)")
 echo "[train_on_gpu] setup took $(( $(date +%s) - T0 )) s; training until $(date -d @"${DEADLINE%.*}" +%T)"
-python3 -m splatgen.prior.train all --out "$RUN" --to "$RUN/prior" --minutes "$MINUTES" --deadline "$DEADLINE" \
+python3 -m prior_training.train all --out "$RUN" --to "$RUN/prior" --minutes "$MINUTES" --deadline "$DEADLINE" \
   --clip-minutes "$CLIP_MINUTES" --evaluator-minutes "$EVALUATOR_MINUTES" --reserve-minutes 0.25 \
   --seed "$SEED" --log-every 200 --checkpoint-minutes 100 ${TRAIN_ARGS:-} || exit 1
 

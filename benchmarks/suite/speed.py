@@ -62,7 +62,7 @@ def make_trainer(guidance, files: Sequence[str], overrides: Sequence[str], devic
         "run.preview_views=0", "run.progress=off", f"run.device={device}", *overrides,
     ])
     cfg.prompt = "a benchmark prompt"
-    return Trainer(cfg, out_dir=None, guidance=guidance, profile=True)
+    return Trainer(cfg, guidance, profile=True)
 
 
 def bench_entry(name: str, guidance, files, overrides, args, dev, scale: float = 1.0) -> dict:
@@ -226,11 +226,12 @@ def main(argv: Sequence[str] | None = None) -> Path:
         import tempfile
 
         from splatgen.config import GuidanceConfig
-        from splatgen.guidance import load_guidance
+        from splatgen.components import build_guidance
+        from splatgen.config import Config
         from splatgen.guidance.tiny import make_tiny_sd
 
         folder = make_tiny_sd(Path(tempfile.mkdtemp(prefix="splatgen-speed-")) / "tiny-sd")
-        guidance = load_guidance(GuidanceConfig(type="stable-diffusion", model=str(folder), dtype="fp32"), dev)
+        guidance = build_guidance(Config(guidance=GuidanceConfig(type="stable-diffusion", model=str(folder), dtype="fp32")), dev)
         args.warmup, args.steps, args.curve_steps, args.nerf_full_steps = 1, 2, 6, 3
         res_g, nerf_res = 32, args.nerf_resolutions or [16, 24]
         extra += ["model.num_points=300", "nerf.num_levels=4", "nerf.log2_hashmap_size=12", "nerf.desired_resolution=64",

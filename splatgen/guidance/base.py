@@ -14,7 +14,7 @@ Text is encoded once by ``prepare_text`` for every view direction, after which t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -32,7 +32,10 @@ def directional_prompt(prompt: str, direction: Optional[str]) -> str:
 
 
 class Guidance(ABC):
-    """A denoiser that scores renders. Subclasses set the attributes below in ``__init__``."""
+    """A denoiser that scores renders: everything the trainer uses of one, declared here.
+
+    Subclasses set the attributes below in ``__init__`` (``text_ready`` may be a property).
+    """
 
     #: [T] cumulative products of the noise schedule's alphas (float32, on ``device``).
     alphas_cumprod: Tensor
@@ -42,6 +45,12 @@ class Guidance(ABC):
     input_size: Optional[int] = None
     device: torch.device
     dtype: torch.dtype = torch.float32
+    #: True once the prompt's embeddings are in place; the trainer calls :meth:`prepare_text` only while False
+    #: (a guidance handed over with embeddings already set, e.g. random ones in a benchmark, is used as is).
+    text_ready: bool = False
+    #: the background the model's training images had ('white', 'black', ...), which the trainer then renders
+    #: on whatever ``render.background`` says; None: the config decides.
+    required_background: Optional[str] = None
 
     @abstractmethod
     def prepare_text(self, prompt: str, negative_prompt: str = "", view_dependent: bool = True) -> None:

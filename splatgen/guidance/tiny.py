@@ -197,7 +197,7 @@ def build_sd21_shaped(
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    from .diffusers_guidance import StableDiffusionGuidance
+    from .stable_diffusion import StableDiffusionGuidance
 
     device = torch.device(device)
     torch.manual_seed(seed)

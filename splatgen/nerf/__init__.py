@@ -1,7 +1,7 @@
 """A pure-PyTorch NeRF baseline in the style of stable-dreamfusion's ``--backbone grid`` (see docs/NERF.md)."""
 
 from .encoding import HashGridEncoding
-from .export import nerf_to_gaussian_params, save_nerf_ply
+from .export import nerf_to_gaussian_params
 from .field import NeRFField
 from .model import NeRFModel
 from .occupancy import OccupancyGrid
@@ -16,5 +16,4 @@ __all__ = [
     "camera_rays",
     "nerf_to_gaussian_params",
     "render_nerf",
-    "save_nerf_ply",
 ]

@@ -1,14 +1,13 @@
-"""The NeRF's density as a 3DGS ``.ply``: one isotropic Gaussian per occupied export-grid cell."""
+"""The NeRF's density as 3D Gaussians (written as a 3DGS ``.ply`` by the exporters): one isotropic Gaussian per
+occupied export-grid cell."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Optional
 
 import torch
 
-from ..export import save_ply
 from ..gaussians import rgb_to_sh0
 
 
@@ -35,10 +34,3 @@ def nerf_to_gaussian_params(model, resolution: Optional[int] = None, threshold: 
         "sh0": rgb_to_sh0(rgb.float().cpu()).reshape(n, 1, 3),
         "shN": torch.zeros(n, 0, 3),
     }
-
-
-def save_nerf_ply(model, path: str | Path, resolution: Optional[int] = None, threshold: Optional[float] = None,
-                  max_points: int = 200000, pad_sh_to_degree3: bool = False) -> int:
-    """Write the density point cloud of ``model`` (a :class:`~splatgen.nerf.model.NeRFModel`) to ``path`` in
-    the INRIA 3DGS layout (readable by :func:`splatgen.export.load_ply`). Returns the number of points."""
-    return save_ply(nerf_to_gaussian_params(model, resolution, threshold, max_points), path, pad_sh_to_degree3)

@@ -30,8 +30,6 @@ Metrics (all on the model rendered over white, and the ray-cast ground truth sup
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -41,11 +39,14 @@ from torch import Tensor
 
 from ..cameras import Cameras, orbit_cameras
 from ..errors import PromptError
+from ..representation import POINTS_MIN_OPACITY, Representation, opaque_centres
+from ..rundir import load_finished_run, read_run_config, write_json
+from .clip_eval import bundled_evaluator, run_r_precision
 from .grammar import WorldObject, is_world_prompt, parse_prompt, vocabulary
 from .raycast import render_world, sample_surface
 
 #: opacity above which a Gaussian's centre counts as a point of the model (Chamfer).
-CHAMFER_MIN_OPACITY = 0.1
+CHAMFER_MIN_OPACITY = POINTS_MIN_OPACITY
 HELDOUT_RADIUS = 2.25
 HELDOUT_FOVY = 45.0
 HELDOUT_ELEVATIONS = (5.0, 30.0)
@@ -221,14 +222,12 @@ def evaluate_gaussians(
     Renders on the model's device with ``backend`` (``'torch'``, ``'gsplat'`` or ``'auto'``). Chamfer uses
     the centres of Gaussians with opacity > :data:`CHAMFER_MIN_OPACITY`.
     """
-    from ..representation import opaque_centres
-
     result = evaluate_model(_gaussian_render_fn(model, backend), opaque_centres(model), obj, model.device, n_views, resolution,
                             supersample, n_surface, max_centres, front_half_angle)
     return {**result, "num_gaussians": len(model)}
 
 
-def evaluate_representation(rep, obj: WorldObject, n_views: int = 16, resolution: int = 64,
+def evaluate_representation(rep: Representation, obj: WorldObject, n_views: int = 16, resolution: int = 64,
                             r_precision: bool = False) -> Dict[str, Any]:
     """Metrics of a trainer's :class:`~splatgen.representation.Representation` (Gaussians or NeRF), plus the
     evaluator's R-precision of its renders when ``r_precision``."""
@@ -249,24 +248,16 @@ def evaluate_run(
     """Evaluate a finished run folder against the object of the run's prompt (``run_dir/config.yaml``, key
     ``prompt``), write ``run_dir/metrics.json`` and return its content.
 
-    Gaussian runs are read from ``splats.ply``; NeRF runs (``model.type: nerf``) from
-    ``checkpoints/final.pt`` and rendered by the NeRF itself. ``device='auto'`` evaluates on CUDA when
-    available (gsplat there with ``backend='auto'``), else the CPU.
+    The run is loaded by :func:`splatgen.rundir.load_finished_run` (Gaussians from ``splats.ply``, a NeRF
+    from ``checkpoints/final.pt``). ``device='auto'`` evaluates on CUDA when available (gsplat there with
+    ``backend='auto'``), else the CPU.
 
     Raises:
         PromptError: the run's prompt is not a prompt of the procedural world.
-        FileNotFoundError: the files the run's representation needs are missing.
+        NotARunError: ``run_dir`` is not a finished run folder.
     """
-    from ..config import load_config
-    from ..representation import load_representation, run_files_needed
-
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir / 'config.yaml'} not found: evaluate needs a finished run folder")
-    cfg = load_config([run_dir / "config.yaml"])
-    needed = run_files_needed(cfg)
-    if not (run_dir / needed).is_file():
-        raise FileNotFoundError(f"{run_dir / needed} not found: evaluate needs a finished run folder")
+    cfg = read_run_config(run_dir)
     prompt = cfg.prompt
     if not is_world_prompt(prompt):
         raise PromptError(f"the run's prompt {prompt!r} is not a prompt of the procedural world, so it has no ground "
@@ -274,20 +265,24 @@ def evaluate_run(
     obj = parse_prompt(prompt)
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    rep = load_representation(run_dir, cfg, device, backend)
+    _, rep = load_finished_run(run_dir, device, backend, cfg=cfg)
     metrics = {"prompt": prompt, "representation": rep.kind,
                **evaluate_representation(rep, obj, n_views, resolution, r_precision=True)}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 
-@functools.lru_cache(maxsize=4)
-def _evaluator(device: str):
-    from ..prior import bundled_prior_path
-    from ..prior.evaluate import Evaluator
+def world_evaluator(prompt: str, n_views: int = 16, resolution: int = 64) -> Optional[Callable[[Representation], Dict[str, Any]]]:
+    """The trainer's periodic evaluator for a world prompt (ground-truth metrics and R-precision of the current
+    model), or None when ``prompt`` is not of the world."""
+    if not is_world_prompt(prompt):
+        return None
+    obj = parse_prompt(prompt)
 
-    folder = bundled_prior_path() / "evaluator_clip"
-    return Evaluator(folder, torch.device(device)) if folder.is_dir() else None
+    def evaluate(rep: Representation) -> Dict[str, Any]:
+        return evaluate_representation(rep, obj, n_views, resolution, r_precision=True)
+
+    return evaluate
 
 
 def render_r_precision(render_fn: RenderFn, caption: str, n_views: int = 16,
@@ -299,9 +294,7 @@ def render_r_precision(render_fn: RenderFn, caption: str, n_views: int = 16,
     (``splatgen/assets/prior/evaluator_clip``, trained apart from the prior, loaded once per device); None
     when it is not installed. Renders at the evaluator's 64 px on white.
     """
-    from ..prior.evaluate import run_r_precision
-
-    evaluator = _evaluator(str(torch.device(device)))
+    evaluator = bundled_evaluator(str(torch.device(device)))
     if evaluator is None:
         return None
     cams = heldout_cameras(n_views, evaluator.image_size, device=device)

@@ -71,7 +71,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..cameras import DIRECTIONS, Cameras, sample_orbit_cameras
-from ..config import CameraConfig, Config, GuidanceConfig
+from ..config import CameraConfig, Config
 from ..errors import PromptError
 from ..guidance.base import Guidance
 from .grammar import COLOURS, KINDS, WorldObject, is_world_prompt, make_object, parse_prompt, vocabulary
@@ -175,20 +175,12 @@ class WorldGuidance(Guidance):
         self.view_dependent = True
 
     @classmethod
-    def from_config(
-        cls,
-        cfg: Config | GuidanceConfig,
-        device: torch.device | str = "cpu",
-        dtype: Optional[torch.dtype] = None,
-        camera: Optional[CameraConfig] = None,
-    ) -> "WorldGuidance":
-        """Build from a whole :class:`Config` (uses its ``guidance`` and ``camera`` sections) or a
-        :class:`GuidanceConfig` (camera ranges from ``camera`` or the defaults). ``dtype`` is ignored: the
-        oracle computes in float64 and returns float32."""
-        if isinstance(cfg, Config):
-            camera = cfg.camera if camera is None else camera
-            cfg = cfg.guidance
-        return cls(num_views=cfg.world_views, resolution=cfg.world_resolution, camera=camera, device=device)
+    def from_config(cls, cfg: Config, device: torch.device | str = "cpu") -> "WorldGuidance":
+        """Build from a run's whole :class:`Config`: the views from its ``guidance`` section, their cameras from
+        its ``camera`` section (the ranges the run's renders are drawn from). The oracle computes in float64
+        and returns float32, whatever ``guidance.dtype`` says."""
+        g = cfg.guidance
+        return cls(num_views=g.world_views, resolution=g.world_resolution, camera=cfg.camera, device=device)
 
     # ------------------------------------------------------------------ views
     def _cameras(self, n: int, seed: int) -> Cameras:

@@ -15,9 +15,10 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 def _bundled_guidance(cuda_graph: bool):
     from splatgen.config import GuidanceConfig
-    from splatgen.guidance import load_guidance
+    from splatgen.components import build_guidance
+    from splatgen.config import Config
 
-    g = load_guidance(GuidanceConfig(cuda_graph=cuda_graph), "cuda")
+    g = build_guidance(Config(guidance=GuidanceConfig(cuda_graph=cuda_graph)), "cuda")
     g.prepare_text("a red mug", "", True)
     return g
 

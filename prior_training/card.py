@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..cameras import DIRECTIONS
-from ..world.grammar import COLOUR_ALIASES, COLOURS, FRONT_BACK_KINDS, KINDS
+from splatgen.cameras import DIRECTIONS
+from splatgen.world.grammar import COLOUR_ALIASES, COLOURS, FRONT_BACK_KINDS, KINDS
+
 from .data import ELEVATION_RANGE, FOVY_RANGE, HELD_OUT_PAIRS, OVERHEAD_RANGE, RADIUS_RANGE, STREAMS
 from .unet import SCHEDULER_CONFIG
 
@@ -127,7 +128,7 @@ def render_card(card: Dict[str, Any]) -> str:
         f"# {card.get('name', 'prior')}",
         "",
         "A small text-to-image diffusion model of splatgen's procedural world, trained from scratch by "
-        "`splatgen.prior.train`; the default guidance of `splatgen generate`. It knows only the world's captions:",
+        "`prior_training.train`; the default guidance of `splatgen generate`. It knows only the world's captions:",
         "",
         f"- kinds: {', '.join(card['vocabulary']['kinds'])}",
         f"- colours: {', '.join(card['vocabulary']['colours'])}",

@@ -1,4 +1,5 @@
-"""Measuring the prior: CLIP R-precision by the evaluator CLIP, 2D samples, ground-truth views and grids.
+"""Measuring the prior: 2D samples scored by the evaluator CLIP (:mod:`splatgen.world.clip_eval`), ground-truth
+views and grids.
 
 CLIP R-precision (here with R = 1, i.e. top-1 retrieval). An image i comes with its true caption c_i and a
 set of candidate captions S_i that contains c_i. With unit-norm CLIP features, the image counts as
@@ -18,85 +19,16 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..cameras import DIRECTIONS, orbit_cameras
-from ..world.grammar import FRONT_BACK_KINDS, make_object
-from ..world.raycast import render_world
-from .clip_model import EVALUATOR_FOLDER, TEXT_ENCODER_FOLDER, OpenCLIPPromptEncoder, load_clip_folder
-from .data import ELEVATION_RANGE, FOVY_RANGE, RADIUS_RANGE, STREAMS, CaptionTable, held_out_pair_ids
+from splatgen.cameras import DIRECTIONS, orbit_cameras
+from splatgen.guidance.text_encoders import EVALUATOR_FOLDER, TEXT_ENCODER_FOLDER, OpenCLIPPromptEncoder
+from splatgen.world.captions import CaptionTable
+from splatgen.world.clip_eval import Evaluator, r_precision, run_r_precision  # noqa: F401  (re-exported)
+from splatgen.world.grammar import FRONT_BACK_KINDS, make_object
+from splatgen.world.raycast import render_world
 
-
-def r_precision(image_features: Tensor, text_features: Tensor, true_index: Tensor, candidates: Optional[Tensor] = None) -> Tensor:
-    """[N] bool: whether each image's true caption scores highest among its candidates.
-
-    Args:
-        image_features: [N, E]; text_features: [M, E] (normalised here).
-        true_index: [N] indices into the M captions.
-        candidates: [N, M] bool (True: caption m is a candidate for image n; must include the true one), or
-            [N, K] long indices of the candidate captions; None: all M captions.
-    """
-    img = F.normalize(image_features.float(), dim=-1)
-    txt = F.normalize(text_features.float(), dim=-1)
-    scores = img @ txt.T  # [N, M]
-    if candidates is not None:
-        if candidates.dtype == torch.bool:
-            mask = candidates
-        else:
-            mask = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, candidates.long(), True)
-        assert bool(mask.gather(1, true_index.long()[:, None]).all()), "every true caption must be a candidate"
-        scores = scores.masked_fill(~mask, -math.inf)
-    return scores.argmax(dim=1) == true_index.long()
-
-
-class Evaluator:
-    """The evaluator CLIP (``evaluator_clip/`` of a prior) as a scorer of images against the world's captions."""
-
-    def __init__(self, folder: Union[str, Path], device: Union[str, torch.device] = "cpu") -> None:
-        self.device = torch.device(device)
-        self.model, self.tokenizer, self.meta = load_clip_folder(folder, self.device)
-        self.table = CaptionTable()
-        self.image_size = int(self.model.visual.image_size[0]) if isinstance(self.model.visual.image_size, (tuple, list)) else int(self.model.visual.image_size)
-        with torch.no_grad():
-            self.text_features = self.model.encode_text(self.tokenizer(self.table.texts).to(self.device), normalize=True).float()
-
-    @torch.no_grad()
-    def image_features(self, images: Tensor, batch_size: int = 512) -> Tensor:
-        """[N, E] unit features of images [N, 3, H, W] in [-1, 1] (resized to the CLIP's input size)."""
-        out = []
-        for i in range(0, images.shape[0], batch_size):
-            x = images[i : i + batch_size].to(self.device, torch.float32)
-            if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-                x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
-            out.append(self.model.encode_image(x, normalize=True).float())
-        return torch.cat(out)
-
-    def score(self, images: Tensor, pair_ids: Tensor, dir_ids: Tensor) -> Dict[str, Tensor]:
-        """Per image (all [N]): ``correct`` (R-precision hit), ``kind_correct``, ``colour_correct``,
-        ``direction_correct`` (among front/side/back of the true pair) and ``predicted_pair``."""
-        t = self.table
-        feats = self.image_features(images)
-        pair_ids, dir_ids = pair_ids.cpu().long(), dir_ids.cpu().long()
-        all_pairs = torch.arange(t.num_pairs)
-        cand = t.caption_ids(all_pairs[None, :].expand(len(pair_ids), -1), dir_ids[:, None].expand(-1, t.num_pairs))  # [N, P]
-        true = t.caption_ids(pair_ids, dir_ids)
-        tf = self.text_features.cpu()
-        scores = feats.cpu() @ tf.T
-        cand_scores = scores.gather(1, cand)
-        pred_pair = cand_scores.argmax(1)
-        C = len(t.colours)
-        correct = r_precision(feats.cpu(), tf, true, cand)
-        three = torch.tensor([DIRECTIONS.index(d) for d in ("front", "side", "back")])
-        dir_cand = t.caption_ids(pair_ids[:, None].expand(-1, 3), three[None, :].expand(len(pair_ids), -1))
-        dir_pred = three[scores.gather(1, dir_cand).argmax(1)]
-        return {
-            "correct": correct,
-            "kind_correct": pred_pair // C == pair_ids // C,
-            "colour_correct": pred_pair % C == pair_ids % C,
-            "direction_correct": dir_pred == dir_ids,
-            "predicted_pair": pred_pair,
-        }
+from .data import ELEVATION_RANGE, FOVY_RANGE, RADIUS_RANGE, STREAMS, held_out_pair_ids
 
 
 def summarise(scores: Dict[str, Tensor], pair_ids: Tensor, dir_ids: Tensor, table: Optional[CaptionTable] = None) -> Dict[str, Any]:
@@ -212,7 +144,7 @@ def sample_prior(
         from .unet import make_scheduler
 
         abar = make_scheduler().alphas_cumprod
-    enc = OpenCLIPPromptEncoder.from_folder(Path(folder) / TEXT_ENCODER_FOLDER, device, vocabulary_check=False)
+    enc = OpenCLIPPromptEncoder.from_folder(Path(folder) / TEXT_ENCODER_FOLDER, device)
     cond = enc.encode(list(captions))
     uncond = enc.encode([""])
     enc.release()
@@ -266,20 +198,6 @@ def evaluate_prior(
         metrics[f"samples_cfg{s:g}"] = {**summarise(ev.score(x, pair_ids, dir_ids), pair_ids, dir_ids, table), "seconds": round(dt, 1)}
     metrics["ground_truth_render_seconds"] = round(gt_time, 1)
     return {"metrics": metrics, "samples": samples, "ground_truth": gt, "pair_ids": pair_ids, "dir_ids": dir_ids}
-
-
-def run_r_precision(evaluator: Evaluator, images: Tensor, prompt: str, directions: Sequence[str]) -> Optional[float]:
-    """R-precision of a run's renders [V, 3, H, W] in [0, 1] for a world prompt, one view direction per
-    render (``splatgen evaluate``); None when the prompt is not a kind/colour caption of the world."""
-    from ..world.grammar import is_world_prompt, parse_prompt
-
-    if not is_world_prompt(prompt):
-        return None
-    obj = parse_prompt(prompt)
-    t = evaluator.table
-    pair = torch.full((len(directions),), t.pair_id(obj.kind, obj.colour))
-    dirs = torch.tensor([DIRECTIONS.index(d) for d in directions])
-    return float(evaluator.score(images * 2.0 - 1.0, pair, dirs)["correct"].float().mean())
 
 
 # ------------------------------------------------------------------------------------------------ grids

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from plyfile import PlyData, PlyElement
 
-from .errors import SplatgenError
-from .gaussians import GaussianModel, num_sh_bases
+from ..errors import SplatgenError
+from ..gaussians import GaussianModel, num_sh_bases
 
 
 def _rest_names(n_rest: int) -> list[str]:

@@ -1,11 +1,11 @@
 """Training of the bundled prior, phase by phase, each a time-budgeted, resumable loop.
 
-    python -m splatgen.prior.train clip      --out RUN --minutes 1.5      # text-encoder CLIP (prior's data)
-    python -m splatgen.prior.train evaluator --out RUN --minutes 1.0      # evaluator CLIP (its own data)
-    python -m splatgen.prior.train unet      --out RUN --minutes 6        # the diffusion model (needs RUN/clip)
-    python -m splatgen.prior.train export    --out RUN --to PRIOR         # the shipped folder
-    python -m splatgen.prior.train all       --out RUN --minutes 8.5 --to PRIOR   # the three, then export
-    python -m splatgen.prior.train import    --out RUN --from PRIOR       # continue from a shipped folder
+    python -m prior_training.train clip      --out RUN --minutes 1.5      # text-encoder CLIP (prior's data)
+    python -m prior_training.train evaluator --out RUN --minutes 1.0      # evaluator CLIP (its own data)
+    python -m prior_training.train unet      --out RUN --minutes 6        # the diffusion model (needs RUN/clip)
+    python -m prior_training.train export    --out RUN --to PRIOR         # the shipped folder
+    python -m prior_training.train all       --out RUN --minutes 8.5 --to PRIOR   # the three, then export
+    python -m prior_training.train import    --out RUN --from PRIOR       # continue from a shipped folder
 
 ``--tiny`` trains the test-size models (32x32) on the CPU in seconds. ``benchmarks/prior/train_on_gpu.sh``
 runs ``all`` on the GPU machine and packs what comes back.
@@ -41,8 +41,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from ..errors import SplatgenError
-from .clip_model import (
+from splatgen.errors import SplatgenError
+from splatgen.prior import check_prior_folder
+from splatgen.world.captions import CaptionTable
+
+from .clip import (
     BPE_NAME,
     CLIP_CONFIG,
     EVALUATOR_FOLDER,
@@ -56,7 +59,7 @@ from .clip_model import (
     world_tokenizer,
     write_world_bpe,
 )
-from .data import HELD_OUT_PAIRS, PLAIN, CaptionTable, ViewPool, ViewProducer, WorldViews, fill_pool
+from .data import HELD_OUT_PAIRS, PLAIN, ViewPool, ViewProducer, WorldViews, fill_pool
 from .unet import EMA, TINY_UNET_CONFIG, UNET_CONFIG, diffusion_loss, make_scheduler, make_unet
 
 PHASES = ("clip", "evaluator", "unet")
@@ -457,7 +460,7 @@ def caption_embeddings(clip_folder: Path, device: torch.device, table: Optional[
     """[captions, L, D] text features of every caption of the table (the last one is "", the unconditional),
     computed with :class:`OpenCLIPPromptEncoder` exactly as at generation time."""
     table = table or CaptionTable()
-    enc = OpenCLIPPromptEncoder.from_folder(clip_folder, device, vocabulary_check=False)
+    enc = OpenCLIPPromptEncoder.from_folder(clip_folder, device)
     emb = enc.encode(table.texts)
     enc.release()
     return emb
@@ -475,7 +478,7 @@ def train_unet(opts: TrainOptions) -> Dict[str, Any]:
         raise SplatgenError(f"{ckpt_path} exists: pass --resume to continue training it, or choose another --out")
     clip_dir = out / "clip" / "model"
     if not clip_dir.is_dir():
-        raise SplatgenError(f"{clip_dir} does not exist: train the text encoder first (python -m splatgen.prior.train clip --out {out})")
+        raise SplatgenError(f"{clip_dir} does not exist: train the text encoder first (python -m prior_training.train clip --out {out})")
     log = Logger(pdir / "log.jsonl", "unet")
     seed = opts.seed * 10 + PHASE_SEED["unet"]
     clock = Clock(opts.minutes, opts.steps, opts.deadline)
@@ -649,7 +652,6 @@ def import_prior(prior: Path, run: Path) -> None:
     weights (fresh AdamW), with the step counts and times of the card carried on."""
     from diffusers import UNet2DConditionModel
 
-    from .checks import check_prior_folder
 
     prior, run = Path(prior), Path(run)
     card = check_prior_folder(prior)
@@ -706,7 +708,7 @@ def train_all(opts: TrainOptions, to: Optional[Path], clip_minutes: float, evalu
 
 # ------------------------------------------------------------------------------------------------ CLI
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m splatgen.prior.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m prior_training.train", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
@@ -763,7 +765,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             import_prior(ns.source, ns.out)
             print(f"imported {ns.source} into {ns.out}")
     except SplatgenError as exc:
-        print(f"splatgen.prior.train: error: {exc}", file=sys.stderr)
+        print(f"prior_training.train: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

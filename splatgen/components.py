@@ -1,0 +1,81 @@
+"""The parts a run is made of, chosen by its config: the guidance (``guidance.type``) and, for prompts of the
+procedural world, the ground-truth evaluator. This is wiring: the one place that knows every backend,
+through plain dicts, so the trainer below it knows none of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
+
+import torch
+
+from .config import Config
+from .errors import ConfigError
+from .guidance import Guidance, PixelGuidance, StableDiffusionGuidance, resolve_dtype
+from .guidance.text_encoders import TEXT_ENCODER_FOLDER, OpenCLIPPromptEncoder
+from .prior import bundled_prior_path, check_prior_folder, is_prior_folder, prompt_check
+from .representation import Representation
+from .world.metrics import world_evaluator
+from .world.oracle import WorldGuidance
+
+#: evaluator(rep) -> ground-truth metrics of the model as it is now (see ``Trainer(evaluator=...)``).
+Evaluator = Callable[[Representation], Dict[str, Any]]
+
+
+def _stable_diffusion(cfg: Config, device: torch.device) -> Guidance:
+    g = cfg.guidance
+    guidance = StableDiffusionGuidance(g.model, device, resolve_dtype(g.dtype, device))
+    guidance.cuda_graph = bool(g.cuda_graph)
+    if g.vae_checkpointing:
+        guidance.set_vae_checkpointing(True)
+    return guidance
+
+
+def _pixel(cfg: Config, device: torch.device) -> Guidance:
+    g = cfg.guidance
+    dtype = resolve_dtype(g.dtype, device)
+    # 'bundled': the prior trained on the procedural world and shipped in the package (splatgen/assets/prior).
+    folder = bundled_prior_path() if g.model == "bundled" else Path(g.model).expanduser()
+    text_encoder = None
+    if g.model == "bundled" or (folder.is_dir() and is_prior_folder(folder)):
+        # A prior of the world: check the folder first (one clear message), and let its text encoder warn about
+        # prompts outside what the prior was trained on.
+        check_prior_folder(folder)
+        text_encoder = OpenCLIPPromptEncoder.from_folder(folder / TEXT_ENCODER_FOLDER, device)
+        name = "the bundled prior" if g.model == "bundled" else f"the prior {str(folder)!r}"
+        text_encoder.prompt_check = prompt_check(text_encoder.meta.get("held_out_pairs", ()), name)
+    source: Union[str, Path] = folder if text_encoder is not None else g.model
+    guidance = PixelGuidance(str(source), device, dtype, text_encoder=text_encoder)
+    guidance.cuda_graph = bool(g.cuda_graph)
+    return guidance
+
+
+def _world(cfg: Config, device: torch.device) -> Guidance:
+    return WorldGuidance.from_config(cfg, device)
+
+
+#: Guidance constructors by ``guidance.type``; each takes the run's whole config.
+GUIDANCE_BUILDERS: Dict[str, Callable[[Config, torch.device], Guidance]] = {
+    "stable-diffusion": _stable_diffusion,
+    "pixel": _pixel,
+    "world": _world,
+}
+
+
+def build_guidance(cfg: Config, device: Union[torch.device, str] = "cpu") -> Guidance:
+    """The guidance ``cfg.guidance.type`` names, on ``device``, built from the run's whole config.
+
+    Raises:
+        ConfigError: unknown ``guidance.type``.
+        ModelLoadError: the weights could not be loaded.
+    """
+    kind = cfg.guidance.type
+    if kind not in GUIDANCE_BUILDERS:
+        raise ConfigError(f"guidance.type={kind!r} is not allowed; choose one of {list(GUIDANCE_BUILDERS)}")
+    return GUIDANCE_BUILDERS[kind](cfg, torch.device(device))
+
+
+def build_evaluator(cfg: Config) -> Optional[Evaluator]:
+    """The ground-truth evaluator of ``cfg.prompt`` when it names an object of the procedural world, else None."""
+    return world_evaluator(cfg.prompt)
