@@ -31,3 +31,33 @@ class NonFiniteError(SplatgenError, FloatingPointError):
 
 class NotARunError(SplatgenError, FileNotFoundError):
     """A folder given as a run is not one (or not a finished one): the message says what is missing."""
+
+
+class OutputError(SplatgenError, OSError):
+    """A file or folder could not be written (no space, no permission, a read-only file system, a folder where
+    a file was asked for)."""
+
+
+class ZeroGaussiansError(SplatgenError, RuntimeError):
+    """Every Gaussian was pruned (or none were given): the message names the settings that did it."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM at a step boundary; ``str()`` says what was kept and how to resume.
+
+    A subclass of :class:`KeyboardInterrupt`, so code that handles Ctrl-C handles it too."""
+
+    def __init__(self, message: str, signum: int = 2, step: int = 0):
+        super().__init__(message)
+        self.signum = signum
+        self.step = step
+
+
+def short(text: str, limit: int = 80, quote: bool = True) -> str:
+    """``repr(text)`` (or the text itself, ``quote=False``) cut to about ``limit`` characters, for messages that
+    quote what the user typed: a 10,000-character prompt is not echoed whole."""
+    text = str(text)
+    show = repr if quote else str
+    if len(text) <= limit:
+        return show(text)
+    return show(text[: limit - 20] + "...") + f" ({len(text)} characters)"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional, Union
 
 import torch
 from torch import Tensor
 
 
-def save_image_grid(images: Tensor, path: str | Path, cols: Optional[int] = None) -> None:
+def save_image_grid(images: Tensor, path: Union[str, Path, BinaryIO], cols: Optional[int] = None) -> None:
     """Save [B, H, W, 3] images in [0, 1] as one PNG, ``cols`` per row."""
     from PIL import Image
 
@@ -20,4 +20,4 @@ def save_image_grid(images: Tensor, path: str | Path, cols: Optional[int] = None
     for i in range(b):
         r, c = divmod(i, cols)
         grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = images[i]
-    Image.fromarray((grid.clamp(0, 1).numpy() * 255 + 0.5).astype("uint8")).save(path)
+    Image.fromarray((grid.clamp(0, 1).numpy() * 255 + 0.5).astype("uint8")).save(path, format="PNG")

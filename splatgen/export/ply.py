@@ -8,13 +8,20 @@ Binary little-endian, one ``vertex`` element, all float32, in this order::
 ``f_dc`` are the SH DC coefficients, ``f_rest`` the higher bands **channel-major** (all R coefficients, then
 all G, then all B), ``opacity`` a logit, ``scale_*`` log scales, ``rot_*`` a quaternion w x y z, normals zero.
 INRIA's own loader asserts 45 ``f_rest`` values (degree 3): ``pad_sh_to_degree3=True`` writes zeros for the
-missing bands. Non-finite rows are dropped (with a warning): one NaN makes some viewers drop every splat.
+missing bands. Non-finite rows are dropped, when writing and when reading (with a warning): one NaN makes
+some viewers drop every splat.
+
+``up`` (:mod:`.orientation`) chooses the file's frame. ``save_ply``'s default is ``"z"``, splatgen's own
+frame: the run folder's ``splats.ply`` is splatgen's working file (``load_ply`` reads it back bit-exact and
+the evaluator scores it against the Z-up ground truth), so its bytes stay as they were. A file for viewers
+is written with ``up=DEFAULT_UP["ply"]`` (``"-y"``: SuperSplat, antimatter15) by ``splatgen export``. A file
+written in another frame than ``z`` says so in one header line, ``comment splatgen up=<axis>`` (PLY
+readers skip comments), and ``load_ply`` turns it back into splatgen's frame.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Dict
 
@@ -23,7 +30,12 @@ import torch
 from plyfile import PlyData, PlyElement
 
 from ..errors import SplatgenError
+from ..fileio import atomic_write
 from ..gaussians import GaussianModel, num_sh_bases
+from .orientation import check_up, drop_non_finite, from_frame, to_frame
+
+UP_COMMENT = "splatgen up="
+"""Start of the header comment that records a file's frame when it is not splatgen's own (``z``)."""
 
 
 def _rest_names(n_rest: int) -> list[str]:
@@ -58,33 +70,43 @@ def gaussians_to_ply_array(params: Dict[str, torch.Tensor], pad_sh_to_degree3: b
     return arr
 
 
-def save_ply(model_or_params, path: str | Path, pad_sh_to_degree3: bool = False) -> int:
-    """Write the Gaussians to ``path``. Returns the number of splats written (non-finite rows dropped)."""
+def save_ply(model_or_params, path: str | Path, pad_sh_to_degree3: bool = False, *, up: str = "z") -> int:
+    """Write the Gaussians to ``path``. Returns the number of splats written (non-finite rows dropped).
+
+    ``up`` is the file's frame (:data:`.orientation.UP_AXES`; default ``"z"``, splatgen's own, bytes as
+    before). The write is atomic: a temporary file in the same folder, then one rename.
+
+    Raises:
+        SplatgenError: ``up`` is not one of ``"z"``, ``"y"``, ``"-y"``, or no Gaussian to write (none
+            given, or all non-finite).
+    """
+    check_up(up)
     params = model_or_params.state() if isinstance(model_or_params, GaussianModel) else model_or_params
-    finite = torch.ones(params["means"].shape[0], dtype=torch.bool)
-    for v in params.values():
-        finite &= torch.isfinite(v.detach().cpu().reshape(v.shape[0], -1)).all(dim=1)
-    if not bool(finite.all()):
-        warnings.warn(f"dropping {int((~finite).sum())} Gaussians with non-finite parameters from {path}")
-        params = {k: v.detach().cpu()[finite] for k, v in params.items()}
+    params = drop_non_finite({k: v.detach().cpu() for k, v in params.items()}, path)
+    if up != "z":
+        params = to_frame(params, up)
     arr = gaussians_to_ply_array(params, pad_sh_to_degree3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    PlyData([PlyElement.describe(arr, "vertex")], text=False, byte_order="<").write(str(tmp))
-    tmp.replace(path)  # atomic: a crash never leaves a half-written file under the final name
+    comments = [] if up == "z" else [f"{UP_COMMENT}{up}"]
+    ply = PlyData([PlyElement.describe(arr, "vertex")], text=False, byte_order="<", comments=comments)
+    atomic_write(path, ply.write)
     return int(arr.shape[0])
 
 
 def load_ply(path: str | Path, device: torch.device | str = "cpu") -> GaussianModel:
-    """Read a 3DGS ``.ply`` (any SH degree 0-3) back into a :class:`GaussianModel`, bit-exact."""
+    """Read a 3DGS ``.ply`` (any SH degree 0-3) back into a :class:`GaussianModel`, bit-exact.
+
+    A file whose header says ``comment splatgen up=<axis>`` (written with ``up`` other than ``"z"``) is
+    turned back into splatgen's frame (exact for positions, to float rounding for rotations and SH).
+    """
     path = Path(path)
     if not path.is_file():
         raise SplatgenError(f"no .ply file at {path}")
     try:
-        vertex = PlyData.read(str(path))["vertex"]
+        ply = PlyData.read(str(path))
+        vertex = ply["vertex"]
     except Exception as exc:  # plyfile raises several types for malformed files
         raise SplatgenError(f"{path} is not a readable PLY file ({type(exc).__name__}: {exc})") from None
+    ups = [c[len(UP_COMMENT):].strip() for c in ply.comments if c.startswith(UP_COMMENT)]
     names = [p.name for p in vertex.properties]
     required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
                 "rot_0", "rot_1", "rot_2", "rot_3"]
@@ -98,6 +120,8 @@ def load_ply(path: str | Path, device: torch.device | str = "cpu") -> GaussianMo
         raise SplatgenError(f"{path}: {n_rest_values} f_rest values do not form SH bands of degree 0-3")
     col = lambda *ns: torch.from_numpy(np.stack([np.asarray(vertex[nm], dtype=np.float32) for nm in ns], axis=1))  # noqa: E731
     n = len(vertex.data)
+    if n == 0:
+        raise SplatgenError(f"{path} holds no Gaussians (0 vertices)")
     rest = col(*_rest_names(k - 1)) if k > 1 else torch.zeros(n, 0)
     params = {
         "means": col("x", "y", "z"),
@@ -107,5 +131,15 @@ def load_ply(path: str | Path, device: torch.device | str = "cpu") -> GaussianMo
         "scales": col("scale_0", "scale_1", "scale_2"),
         "quats": col("rot_0", "rot_1", "rot_2", "rot_3"),
     }
+    # Rows with NaN/Inf are dropped (warned), as save_ply drops them: one would poison every render and metric.
+    try:
+        params = drop_non_finite(params, path, reading=True)
+    except SplatgenError:
+        raise SplatgenError(f"{path} holds no usable Gaussian: all {n} have NaN or Inf parameters") from None
+    if ups and ups[0] != "z":
+        try:
+            params = from_frame(params, check_up(ups[0]))
+        except SplatgenError as exc:
+            raise SplatgenError(f"{path}: header comment '{UP_COMMENT}{ups[0]}': {exc}") from None
     # Files padded to degree 3 with zero bands load as degree 3; that renders identically.
     return GaussianModel.from_tensors(sh_degree=degree, **{kk: v.to(device) for kk, v in params.items()})
