@@ -363,3 +363,26 @@ def test_vae_checkpointing_gives_the_same_gradient(sd: StableDiffusionGuidance) 
     assert "forward" not in sd.vae.encoder.down_blocks[0].__dict__  # switched off again: plain modules
     assert plain.abs().sum() > 0
     torch.testing.assert_close(checkpointed, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_tiny_encoder_replaces_the_vae_for_the_gradient(sd: StableDiffusionGuidance) -> None:
+    from diffusers import AutoencoderTiny
+
+    def tiny(blocks):
+        return AutoencoderTiny(latent_channels=sd.latent_channels, encoder_block_out_channels=(8,) * blocks,
+                               decoder_block_out_channels=(8,) * blocks, num_encoder_blocks=(1,) * blocks,
+                               num_decoder_blocks=(1,) * blocks)
+
+    with pytest.raises(ModelLoadError, match="shrinks images"):
+        sd.set_tiny_encoder(tiny(4))
+    full = sd.encode(torch.rand(2, 3, 32, 32))
+    try:
+        sd.set_tiny_encoder(tiny(2))  # the tiny SD's VAE halves the side once, like a two-block TAESD
+        x = torch.rand(2, 3, 32, 32, requires_grad=True)
+        z = sd.encode(x)
+        assert z.shape == full.shape and not torch.allclose(z, full)
+        z.sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+        assert sd.describe()["encoder"] == "tiny"
+    finally:
+        sd.tiny_encoder, sd._encoder_fn = None, None

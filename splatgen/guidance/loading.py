@@ -183,3 +183,17 @@ def freeze(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) ->
     if next(module.parameters()).dtype != dtype:  # cast only when needed: diffusers warns on every .to(dtype)
         module.to(dtype)
     return module
+
+
+def load_tiny_encoder(model: str, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """A diffusers ``AutoencoderTiny`` (TAESD) from a hub id or a folder (its own ``config.json`` + weights)."""
+    from diffusers import AutoencoderTiny
+
+    layout = ("config.json",)
+    path = Path(model).expanduser()
+    source: Union[Path, str] = path if path.exists() else model
+    if isinstance(source, str) and looks_like_path(model):
+        raise ModelLoadError(f"tiny VAE folder {model!r} does not exist; give guidance.tiny_vae_model a folder or hub id "
+                             "(e.g. madebyollin/taesd, downloaded beforehand on machines without network)")
+    tiny = load_component("tiny VAE", source, layout, lambda: AutoencoderTiny.from_pretrained(source, torch_dtype=dtype))
+    return freeze(tiny, device, dtype)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..cameras import DIRECTIONS
-from ..errors import ModelLoadError, PromptError
+from ..errors import ModelLoadError, PromptError, short
 from .base import Guidance, directional_prompt
 from .cuda_graph import CudaGraphUNet
 from .loading import PREDICTION_TYPES, freeze
@@ -91,6 +91,9 @@ class UNetGuidance(Guidance):
         #: replay the UNet from CUDA graphs (on CUDA; set by ``splatgen.components.build_guidance`` from ``guidance.cuda_graph``)
         self.cuda_graph = False
         self._graphed: Optional[CudaGraphUNet] = None
+        #: run the UNet through ``torch.compile`` (set from ``guidance.compile``; see :meth:`set_compile`)
+        self.compile_unet = False
+        self._compiled: Optional[torch.nn.Module] = None
         # The schedule in float32 whatever the model dtype: abar near 1 at small t loses digits in fp16.
         self.alphas_cumprod = scheduler.alphas_cumprod.to(self.device, torch.float32)
         self.num_train_timesteps = int(scheduler.config.num_train_timesteps)
@@ -153,7 +156,7 @@ class UNetGuidance(Guidance):
         lost_views = [d for d in directional if self.text_encoder.truncation(d) is not None]
         if lost_views:
             out.append(
-                f"{len(lost_views)} view-dependent prompt(s) (e.g. {lost_views[0]!r}) exceed the text encoder's "
+                f"{len(lost_views)} view-dependent prompt(s) (e.g. {short(lost_views[0])}) exceed the text encoder's "
                 f"{limit} tokens, so their ', <direction> view' suffix is cut and view-dependent prompting has no "
                 "effect there; shorten the prompt"
             )
@@ -222,18 +225,35 @@ class UNetGuidance(Guidance):
         x_in = torch.cat([x_t, x_t]).detach()
         t_in = torch.cat([t, t])
         with torch.no_grad():
+            unet = self._unet_module()
             if self.cuda_graph and self.device.type == "cuda":
-                if self._graphed is None or self._graphed.unet is not self.unet:
-                    self._graphed = CudaGraphUNet(self.unet)
+                if self._graphed is None or self._graphed.unet is not unet:
+                    self._graphed = CudaGraphUNet(unet)
                 out = self._graphed(x_in.to(self.dtype), t_in, emb)
             else:
-                out = self.unet(x_in.to(self.dtype), t_in, encoder_hidden_states=emb).sample
+                out = unet(x_in.to(self.dtype), t_in, encoder_hidden_states=emb).sample
         if out.shape[1] == 2 * x_in.shape[1]:
             out = out[:, : x_in.shape[1]]  # learned-variance models (DeepFloyd IF) append the variance channels
         return prediction_to_epsilon(out, x_in, t_in, self.alphas_cumprod, self.prediction_type)
 
+    def _unet_module(self) -> torch.nn.Module:
+        """The UNet as called: compiled once (``torch.compile``, shapes static) when ``compile_unet`` is set."""
+        assert self.unet is not None
+        if not self.compile_unet:
+            return self.unet
+        if self._compiled is None:
+            self._compiled = torch.compile(self.unet, dynamic=False)
+        return self._compiled
+
+    def set_compile(self, what: str) -> None:
+        """``guidance.compile``: 'off', 'unet', 'vae' or 'all' (what this guidance has of it)."""
+        self.compile_unet = what in ("unet", "all")
+        self._compiled = None
+        self._graphed = None
+
     def release(self) -> None:
         self.unet = None
+        self._compiled = None
         self._graphed = None
         if self.text_encoder is not None:
             self.text_encoder.release()
