@@ -5,19 +5,24 @@ Quick start::
     import splatgen
     result = splatgen.generate("a red mug", out_dir="runs/mug")
     result.save_ply("mug.ply")
+    splatgen.generate_many(["a red mug", "a blue chair"], "batch/")   # one folder per prompt, resumable
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["generate", "GenerationResult", "load_config", "Config", "__version__"]
+__all__ = ["generate", "generate_many", "load_result", "GenerationResult", "load_config", "Config", "__version__"]
 
 
 def __getattr__(name):
     # Heavy imports (torch, diffusers) only when the API is used, so `splatgen --help` stays fast.
-    if name in ("generate", "GenerationResult"):
+    if name in ("generate", "GenerationResult", "load_result"):
         from . import api
 
         return getattr(api, name)
+    if name == "generate_many":
+        from . import batch
+
+        return batch.generate_many
     if name in ("load_config", "Config"):
         from . import config
 

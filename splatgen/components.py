@@ -13,6 +13,7 @@ import torch
 from .config import Config
 from .errors import ConfigError
 from .guidance import Guidance, PixelGuidance, StableDiffusionGuidance, resolve_dtype
+from .guidance.loading import load_tiny_encoder
 from .guidance.text_encoders import TEXT_ENCODER_FOLDER, OpenCLIPPromptEncoder
 from .prior import bundled_prior_path, check_prior_folder, is_prior_folder, prompt_check
 from .representation import Representation
@@ -27,6 +28,9 @@ def _stable_diffusion(cfg: Config, device: torch.device) -> Guidance:
     g = cfg.guidance
     guidance = StableDiffusionGuidance(g.model, device, resolve_dtype(g.dtype, device))
     guidance.cuda_graph = bool(g.cuda_graph)
+    guidance.set_compile(g.compile)
+    if g.vae == "tiny":
+        guidance.set_tiny_encoder(load_tiny_encoder(g.tiny_vae_model, device, guidance.vae_dtype))
     if g.vae_checkpointing:
         guidance.set_vae_checkpointing(True)
     return guidance
@@ -48,6 +52,7 @@ def _pixel(cfg: Config, device: torch.device) -> Guidance:
     source: Union[str, Path] = folder if text_encoder is not None else g.model
     guidance = PixelGuidance(str(source), device, dtype, text_encoder=text_encoder)
     guidance.cuda_graph = bool(g.cuda_graph)
+    guidance.set_compile(g.compile)
     return guidance
 
 
@@ -63,8 +68,11 @@ GUIDANCE_BUILDERS: Dict[str, Callable[[Config, torch.device], Guidance]] = {
 }
 
 
-def build_guidance(cfg: Config, device: Union[torch.device, str] = "cpu") -> Guidance:
+def build_guidance(cfg: Config, device: Union[torch.device, str] = "cpu", keep_text_encoder: bool = False) -> Guidance:
     """The guidance ``cfg.guidance.type`` names, on ``device``, built from the run's whole config.
+
+    ``keep_text_encoder``: keep the text encoder after the first prompt, so the guidance can serve several
+    prompts (the batch runner); otherwise it is freed once the prompt is encoded.
 
     Raises:
         ConfigError: unknown ``guidance.type``.
@@ -73,7 +81,10 @@ def build_guidance(cfg: Config, device: Union[torch.device, str] = "cpu") -> Gui
     kind = cfg.guidance.type
     if kind not in GUIDANCE_BUILDERS:
         raise ConfigError(f"guidance.type={kind!r} is not allowed; choose one of {list(GUIDANCE_BUILDERS)}")
-    return GUIDANCE_BUILDERS[kind](cfg, torch.device(device))
+    guidance = GUIDANCE_BUILDERS[kind](cfg, torch.device(device))
+    if keep_text_encoder and hasattr(guidance, "keep_text_encoder"):
+        guidance.keep_text_encoder = True
+    return guidance
 
 
 def build_evaluator(cfg: Config) -> Optional[Evaluator]:

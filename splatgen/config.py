@@ -11,10 +11,13 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -32,6 +35,31 @@ def _positive(section: str, name: str, value: float, allow_zero: bool = False) -
         raise ConfigError(f"{section}.{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
 
+#: the largest image side any setting may ask for (renders, previews, views).
+MAX_SIDE = 4096
+#: the most Gaussians any setting may ask for (gsplat's largest published scenes hold a few million).
+MAX_GAUSSIANS = 20_000_000
+
+
+def _at_most(section: str, name: str, value: float, limit: float) -> None:
+    if value > limit:
+        raise ConfigError(f"{section}.{name}={value!r} is too large; it must be <= {limit}")
+
+
+def _finite_everywhere(obj: Any, prefix: str) -> None:
+    """Every float of a config section (and of its lists) must be finite: NaN and Inf pass every comparison
+    check (nan > 0 is False, so is nan < 0) and would otherwise reach the optimiser."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        stack = [value]
+        while stack:
+            v = stack.pop()
+            if isinstance(v, (list, tuple)):
+                stack.extend(v)
+            elif isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{prefix}.{f.name}={value!r} is not a finite number")
+
+
 def _range(section: str, name: str, value: Sequence[float], lo: float = -float("inf"), hi: float = float("inf")) -> None:
     if len(value) != 2 or not (lo <= value[0] <= value[1] <= hi):
         raise ConfigError(f"{section}.{name}={list(value)!r} must be [low, high] with {lo} <= low <= high <= {hi}")
@@ -46,7 +74,10 @@ class RunConfig:
     device: str = "auto"
     """'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
     checkpoint_every: int = 0
-    """Save a checkpoint every this many steps (0: only the final state and NaN rescue)."""
+    """Also save checkpoints/step_NNNNNN.pt every this many steps, and keep them (0: off)."""
+    checkpoint_minutes: float = 5.0
+    """Save checkpoints/resume.pt (replacing the previous one) when this many minutes of training passed since the
+    last checkpoint, so a long run that is killed can continue with --resume (0: off). Short runs never reach it."""
     log_every: int = 10
     """Write scalars to metrics.jsonl every this many steps."""
     preview_views: int = 4
@@ -65,6 +96,16 @@ class RunConfig:
     eval_every: int = 0
     """Also evaluate against ground truth every this many steps (procedural-world prompts only; the time spent
     evaluating is excluded from the run's training seconds); the curve goes to metrics.jsonl (0: off)."""
+    video: bool = False
+    """At the end, write turntable.mp4 in the run folder: one turn around the object starting at its front, 120
+    frames at 30 fps, H.264 (needs imageio-ffmpeg); 512 px on CUDA, 256 px on CPU (6 s on an idle 2-core CPU for
+    a few thousand Gaussians; a NeRF takes seconds per frame there). `splatgen export RUN out.mp4` makes one later."""
+    viewer: bool = False
+    """Serve a live view of the Gaussians while they optimise at http://127.0.0.1:<run.viewer_port> (viser; open
+    it in a browser, through an SSH tunnel from another machine). It updates at most once a second and never
+    takes more than 2% of the run's time; off, it costs nothing."""
+    viewer_port: int = 8080
+    """Port of the live view (run.viewer); the next free one when it is taken."""
 
     def validate(self) -> None:
         _positive("run", "steps", self.steps)
@@ -73,12 +114,18 @@ class RunConfig:
         _positive("run", "preview_views", self.preview_views, allow_zero=True)
         _positive("run", "preview_resolution", self.preview_resolution)
         _positive("run", "eval_every", self.eval_every, allow_zero=True)
+        if not 0 <= self.viewer_port <= 65535:
+            raise ConfigError(f"run.viewer_port={self.viewer_port} must be in [0, 65535] (0: any free port)")
         # YAML reads a bare on/off (or yes/no, true/false) as a boolean, which OmegaConf then stores as the
         # string 'True'/'False' in this str field: take those for what the user typed.
         self.progress = {"true": "on", "false": "off"}.get(str(self.progress).lower(), self.progress)
         _choice("run", "progress", self.progress, ["auto", "on", "off"])
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError(f"run.device={self.device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        _positive("run", "checkpoint_minutes", self.checkpoint_minutes, allow_zero=True)
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise ConfigError(f"run.device={self.device!r} is not allowed; use 'auto', 'cpu', 'cuda' or 'cuda:N' (N a GPU index)")
+        _at_most("run", "steps", self.steps, 10_000_000)
+        _at_most("run", "preview_views", self.preview_views, 64)
+        _at_most("run", "preview_resolution", self.preview_resolution, MAX_SIDE)
 
 
 @dataclass(kw_only=True)
@@ -105,6 +152,7 @@ class ModelConfig:
     def validate(self) -> None:
         _choice("model", "type", self.type, ["gaussians", "nerf"])
         _positive("model", "num_points", self.num_points)
+        _at_most("model", "num_points", self.num_points, MAX_GAUSSIANS)
         _positive("model", "init_radius", self.init_radius)
         _positive("model", "init_scale", self.init_scale)
         if not 0.0 < self.init_opacity < 1.0:
@@ -136,6 +184,7 @@ class CameraConfig:
 
     def validate(self) -> None:
         _positive("camera", "batch_size", self.batch_size)
+        _at_most("camera", "batch_size", self.batch_size, 64)
         _range("camera", "elevation_range", self.elevation_range, -89.0, 89.0)
         _range("camera", "azimuth_range", self.azimuth_range, -360.0, 360.0)
         _range("camera", "radius_range", self.radius_range, 1e-3)
@@ -164,12 +213,13 @@ class RenderConfig:
     def validate(self) -> None:
         _choice("render", "backend", self.backend, ["auto", "gsplat", "torch"])
         _positive("render", "resolution", self.resolution)
+        _at_most("render", "resolution", self.resolution, MAX_SIDE)
         last = -1.0
         for m in self.resolution_milestones:
-            if len(m) != 2 or not 0.0 <= m[0] <= 1.0 or m[1] <= 0 or m[0] < last:
+            if len(m) != 2 or not 0.0 <= m[0] <= 1.0 or not 0 < m[1] <= MAX_SIDE or m[0] < last:
                 raise ConfigError(
                     "render.resolution_milestones must be [[fraction, side], ...] with increasing fractions in "
-                    f"[0, 1] and positive sides; got {self.resolution_milestones!r}"
+                    f"[0, 1] and sides in [1, {MAX_SIDE}]; got {self.resolution_milestones!r}"
                 )
             last = m[0]
         _choice("render", "background", self.background, ["white", "black", "random", "color"])
@@ -202,6 +252,16 @@ class GuidanceConfig:
     cuda_graph: bool = True
     """On CUDA, replay the UNet's forward from a CUDA graph captured once per input shape (removes the
     kernel-launch overhead that dominates small UNets and single views); ignored on CPU."""
+    compile: str = "off"
+    """'off', 'unet', 'vae' or 'all': run the UNet's forward and/or the VAE encoder's forward and backward through
+    torch.compile. The first compile of a shape takes tens of seconds (inductor caches it on disk for later
+    processes); worth it for long runs, not for the bundled prior's short default (see the README's numbers)."""
+    vae: str = "full"
+    """Latent guidance: the encoder the SDS gradient flows through: 'full' (the model's own VAE encoder) or 'tiny'
+    (a TAESD-style AutoencoderTiny from guidance.tiny_vae_model: about 9x fewer FLOPs at 512 x 512; its effect on
+    quality depends on the tiny encoder's fidelity and is not measured here without its weights)."""
+    tiny_vae_model: str = "madebyollin/taesd"
+    """Hub id or folder of the AutoencoderTiny used when guidance.vae='tiny' (SD 1.x/2.x: madebyollin/taesd)."""
     vae_checkpointing: bool = False
     """Latent guidance: recompute the VAE encoder's activations during backward instead of keeping them (lower
     peak memory at 512 x 512 with several views, e.g. for 8 GB cards; one extra encoder forward per step)."""
@@ -213,11 +273,15 @@ class GuidanceConfig:
     def validate(self) -> None:
         _choice("guidance", "type", self.type, ["world", "stable-diffusion", "pixel"])
         _choice("guidance", "dtype", self.dtype, ["auto", "fp32", "fp16", "bf16"])
+        _choice("guidance", "compile", self.compile, ["off", "unet", "vae", "all"])
+        _choice("guidance", "vae", self.vae, ["full", "tiny"])
         _positive("guidance", "guidance_scale", self.guidance_scale, allow_zero=True)
         _choice("guidance", "weighting", self.weighting, ["sds", "uniform", "snr", "dreamtime"])
         _positive("guidance", "grad_clip", self.grad_clip, allow_zero=True)
         _positive("guidance", "world_views", self.world_views)
         _positive("guidance", "world_resolution", self.world_resolution)
+        _at_most("guidance", "world_views", self.world_views, 4096)
+        _at_most("guidance", "world_resolution", self.world_resolution, 512)
         if self.type == "stable-diffusion" and self.model == "bundled":
             raise ConfigError(
                 "guidance.model='bundled' is the bundled pixel-space prior; guidance.type=stable-diffusion needs a "
@@ -323,6 +387,7 @@ class DensifyConfig:
         if not 0.0 < self.reset_opacity < 1.0:
             raise ConfigError(f"densify.reset_opacity={self.reset_opacity} must be in (0, 1)")
         _positive("densify", "max_gaussians", self.max_gaussians)
+        _at_most("densify", "max_gaussians", self.max_gaussians, MAX_GAUSSIANS)
 
 
 @dataclass(kw_only=True)
@@ -412,6 +477,10 @@ class NerfConfig:
         for name in ("num_levels", "level_dim", "base_resolution", "hidden_dim", "num_layers", "num_steps",
                      "grid_resolution", "update_every", "max_ray_batch", "export_resolution"):
             _positive("nerf", name, getattr(self, name))
+        for name, limit in (("num_levels", 64), ("level_dim", 16), ("hidden_dim", 4096), ("num_layers", 64),
+                            ("num_steps", 4096), ("upsample_steps", 4096), ("grid_resolution", 1024),
+                            ("max_ray_batch", 1 << 22), ("export_resolution", 1024), ("desired_resolution", 1 << 20)):
+            _at_most("nerf", name, getattr(self, name), limit)
         _positive("nerf", "upsample_steps", self.upsample_steps, allow_zero=True)
         if not 10 <= self.log2_hashmap_size <= 24:
             raise ConfigError(f"nerf.log2_hashmap_size={self.log2_hashmap_size} must be in [10, 24]")
@@ -444,8 +513,13 @@ class Config:
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):
             sub = getattr(self, f.name)
+            if dataclasses.is_dataclass(sub):
+                _finite_everywhere(sub, f.name)
             if hasattr(sub, "validate"):
                 sub.validate()
+        if self.model.num_points > self.densify.max_gaussians:
+            raise ConfigError(f"model.num_points={self.model.num_points} is more than densify.max_gaussians="
+                              f"{self.densify.max_gaussians}; raise the cap or start with fewer Gaussians")
         return self
 
 
@@ -457,7 +531,12 @@ def read_config_file(name: str | Path) -> tuple[str, str]:
     ``sd21``...; see ``splatgen config --list``). A path wins over a bundled name."""
     p = Path(name)
     if p.is_file():
-        return str(p), p.read_text(encoding="utf-8")
+        try:
+            return str(p), p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p} is not a UTF-8 text file (byte {exc.start}); a config is YAML text") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
     text = bundled_config_text(str(name))
     if text is not None:
         return f"bundled config {str(name)!r}", text
@@ -486,15 +565,23 @@ def load_config(
         layers = [base]
         for f in files:
             where, text = read_config_file(f)
-            data = OmegaConf.create(text)
+            try:
+                data = OmegaConf.create(text)
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+                raise ConfigError(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
             if not isinstance(data, type(base)) and data is not None:
                 raise ConfigError(f"{where}: a config file must hold a mapping of sections")
             layers.append(data)
         for o in overrides:
             if "=" not in o:
                 raise ConfigError(f"override {o!r} is not of the form key=value (e.g. run.steps=200)")
-        if overrides:
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        for o in overrides:
+            try:
+                layers.append(OmegaConf.from_dotlist([o]))
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"override {o!r}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
         if extra:
             layers.append(OmegaConf.create(extra))
         merged = OmegaConf.merge(*layers)

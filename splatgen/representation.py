@@ -29,6 +29,7 @@ from . import schedules
 from .cameras import Cameras
 from .config import Config
 from .densify import DensifyParams, DensifyStats
+from .errors import ZeroGaussiansError
 from .gaussians import GaussianModel
 from .kernels_glue import accumulate_stats, densify_step, resolve_kernel_backend
 from .render import render, resolve_backend
@@ -107,7 +108,12 @@ class Representation(ABC):
         ``quats``, ``opacities``, ``sh0``, ``shN``): what the exporters write (a NeRF: its density as splats)."""
 
     def checkpoint(self) -> Dict[str, Any]:
+        """Everything needed to continue exactly where the run is (tensors, numbers, strings only)."""
         return {"kind": self.kind, "params": self.state(), "optimizer": self.optimizer.state_dict()}
+
+    @abstractmethod
+    def restore(self, checkpoint: Dict[str, Any]) -> None:
+        """Continue from :meth:`checkpoint`'s output: parameters, optimiser state and whatever else it holds."""
 
     def scalars(self) -> Dict[str, Any]:
         return {self.size_name: self.size(), "num_elements": self.size()}
@@ -138,6 +144,11 @@ class GaussianRepresentation(Representation):
         self.densify_params = DensifyParams.from_config(cfg.densify)
         self.stats = DensifyStats.zeros(len(self.model), device)
 
+    def _lrs(self) -> Dict[str, float]:
+        o = self.cfg.optim
+        return dict(means=o.lr_means, scales=o.lr_scales, quats=o.lr_quats, opacities=o.lr_opacities, sh0=o.lr_sh0,
+                    shN=o.lr_shN)
+
     def begin_step(self, step: int) -> None:
         cfg, total = self.cfg, self.cfg.run.steps
         self.model.set_active_sh_degree(
@@ -165,6 +176,13 @@ class GaussianRepresentation(Representation):
             return None
         if schedules.in_densify_window(step, total, d.start, d.stop, d.every):
             counts = densify_step(self.kernel_backend, self.model, self.stats, self.densify_params, self.gen)
+            if len(self.model) == 0:
+                raise ZeroGaussiansError(
+                    f"densification at step {step + 1} pruned every Gaussian ({counts}): the prune rules are "
+                    f"densify.min_opacity={d.min_opacity} (less opaque is pruned), densify.max_world_scale="
+                    f"{d.max_world_scale} (larger is pruned) and densify.max_screen_fraction={d.max_screen_fraction}; "
+                    "loosen them, or turn densification off with densify.enabled=false"
+                )
             self.stats = DensifyStats.zeros(len(self.model), self.model.device)
             event = {"step": step + 1, "event": "densify", **counts}
         if d.opacity_reset_every > 0 and self._in_window(step) and (step + 1) % d.opacity_reset_every == 0:
@@ -192,8 +210,18 @@ class GaussianRepresentation(Representation):
         return self.model.state() if state is None else state
 
     def checkpoint(self) -> Dict[str, Any]:
+        stats = {k: getattr(self.stats, k).detach().clone() for k in ("grad2d_sum", "count", "max_radii")}
         return {**super().checkpoint(), "sh_degree": self.model.sh_degree,
-                "active_sh_degree": self.model.active_sh_degree}
+                "active_sh_degree": self.model.active_sh_degree, "densify_stats": stats}
+
+    def restore(self, checkpoint: Dict[str, Any]) -> None:
+        device = self.model.device
+        params = {k: v.to(device) for k, v in checkpoint["params"].items()}
+        self.model = GaussianModel(params, int(checkpoint["sh_degree"]), int(checkpoint["active_sh_degree"]))
+        self.module = self.model
+        self.optimizer = self.model.create_optimizer(self._lrs())
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.stats = DensifyStats(**{k: v.to(device) for k, v in checkpoint["densify_stats"].items()})
 
     def scalars(self) -> Dict[str, Any]:
         return {**super().scalars(), "sh_degree": self.model.active_sh_degree,
@@ -216,7 +244,6 @@ class NerfRepresentation(Representation):
         self.model = model if model is not None else NeRFModel.from_config(cfg.nerf, device)
         self.module = self.model
         self.optimizer = torch.optim.Adam(self.model.param_groups(), betas=(0.9, 0.99), eps=1e-15)
-        self._shading: Tuple[str, Any, Any] = ("albedo", 1.0, None)
 
     def begin_step(self, step: int) -> None:
         # Update the occupancy grid before rendering (at step 0 too, as stable-dreamfusion does): until its
@@ -254,6 +281,14 @@ class NerfRepresentation(Representation):
 
     def state(self) -> Dict[str, Any]:
         return {k: v.detach().clone() if torch.is_tensor(v) else v for k, v in self.model.state().items()}
+
+    def checkpoint(self) -> Dict[str, Any]:
+        return {**super().checkpoint(), "device_rng": self.device_gen.get_state()}
+
+    def restore(self, checkpoint: Dict[str, Any]) -> None:
+        self.model.load_state(checkpoint["params"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.device_gen.set_state(checkpoint["device_rng"])
 
     def splat_params(self, state: Optional[Dict[str, Any]] = None) -> Dict[str, Tensor]:
         from .nerf import nerf_to_gaussian_params

@@ -1,6 +1,6 @@
-"""The run folder: its format, in one place.
+"""The run folder: its format and its life, in one place.
 
-A finished run folder holds::
+A finished run folder ``OUT/`` holds::
 
     config.yaml        the resolved config (the prompt included)
     splats.ply         the Gaussians, 3DGS layout (a NeRF run: nerf.ply, its density as splats)
@@ -8,27 +8,62 @@ A finished run folder holds::
     summary.json       prompt, representation, seconds, steps, sizes, phase timings
     previews.png       run.preview_views views of the result
     metrics.json       ground-truth scores (procedural-world prompts)
-    checkpoints/       final.pt (a NeRF run is loaded from it), step_*.pt, interrupted.pt, last_good.pt
-    interrupted.ply    what was optimised when a run was interrupted; last_good.ply: the state before NaN/Inf
+    checkpoints/       final.pt (a NeRF run is loaded from it); step_*.pt when run.checkpoint_every asks
 
-:class:`RunFolder` writes one (it is the trainer's :class:`~splatgen.trainer.RunSink`);
-:func:`load_finished_run` reads one back, on whatever device and renderer this machine has.
+Its life:
+
+- **Claimed, then written under another name.** A run is written in ``OUT.partial/``, created with an
+  exclusive ``mkdir`` and held with an exclusive lock (``OUT.partial/.lock``, flock) for as long as the
+  process lives, so two processes can never write one folder; default numbered folders (``runs/a-red-mug-2``)
+  are claimed the same way. ``OUT`` itself appears only when the run is complete (one rename), so a folder
+  under its final name is always a finished run, and ``--overwrite`` replaces an old run only then.
+- **Interrupted runs stay resumable.** Ctrl-C or SIGTERM leave ``OUT.partial/`` with ``interrupted.ply``
+  and ``checkpoints/interrupted.pt``; a kill leaves the latest periodic checkpoint. The lock dies with the
+  process, so ``--resume`` can take the folder over; ``evaluate`` and ``export`` read ``interrupted.ply``.
+- **Nothing half-written.** Every file goes through :func:`splatgen.fileio.atomic_write` (temporary file,
+  fsync, rename); leftovers of a killed process are removed when a folder is claimed.
+- **Nothing executable read.** Checkpoints are read with ``weights_only=True`` (:func:`fileio.load_checkpoint`).
+
+:class:`RunFolder` writes one (it is the trainer's :class:`~splatgen.trainer.RunSink`); :func:`load_run` reads
+one back on whatever device and renderer this machine has.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
+import re
+import shutil
+import socket
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .config import Config, load_config, save_config
-from .errors import NotARunError, RunDirError
+from .config import Config, config_to_yaml, load_config
+from .errors import ConfigError, NotARunError, OutputError, RunDirError, SplatgenError
 from .export import load_ply, save_image_grid, save_ply
+from .fileio import (
+    atomic_write,
+    atomic_write_text,
+    clean_temp_files,
+    json_line,
+    load_checkpoint,
+    output_error,
+    save_checkpoint_file,
+    write_json,
+)
 from .representation import GaussianRepresentation, NerfRepresentation, Representation
+
+try:  # POSIX; elsewhere a claim relies on the exclusive mkdir alone
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("splatgen")
 
@@ -38,8 +73,12 @@ SUMMARY = "summary.json"
 METRICS = "metrics.json"
 PREVIEWS = "previews.png"
 CHECKPOINTS = "checkpoints"
-#: what makes a folder hold a run (an --out folder holding one of these is refused unless overwriting).
+LOCK = ".lock"
+PARTIAL = ".partial"
+#: what makes a folder hold a run.
 RUN_MARKERS = (CONFIG, GaussianRepresentation.ply_name, NerfRepresentation.ply_name, METRICS_LOG, CHECKPOINTS)
+#: checkpoints a run can be resumed from, newest step first (periodic ones are step_*.pt and resume.pt).
+_STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 
 
 def splats_name(cfg: Config) -> str:
@@ -47,33 +86,208 @@ def splats_name(cfg: Config) -> str:
     return (NerfRepresentation if cfg.model.type == "nerf" else GaussianRepresentation).ply_name
 
 
-def model_file(cfg: Config) -> str:
-    """The file a finished run of ``cfg``'s representation is loaded from."""
-    return f"{CHECKPOINTS}/final.pt" if cfg.model.type == "nerf" else splats_name(cfg)
+def partial_path(out: Path) -> Path:
+    """Where the run of ``out`` is written until it is complete: ``out.partial``."""
+    return out.with_name(out.name + PARTIAL)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2))
+def slug(prompt: str, limit: int = 60) -> str:
+    """A folder name from a prompt: lowercase letters, digits and dashes only (never a path)."""
+    s = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")
+    return s[:limit].strip("-") or "run"
 
 
+def _holds_run(path: Path) -> List[str]:
+    return [m for m in RUN_MARKERS if (path / m).exists()] if path.is_dir() else []
+
+
+# -------------------------------------------------------------------------------------------- locking
+class _Lock:
+    """An exclusive, non-blocking flock on ``folder/.lock``, released when the process dies."""
+
+    def __init__(self, fd: int, path: Path):
+        self.fd, self.path = fd, path
+
+    @classmethod
+    def try_acquire(cls, folder: Path, create: bool) -> Optional["_Lock"]:
+        """The lock, or None when another live process holds it. ``create=False``: a missing lock file is
+        reported as FileNotFoundError (a folder being finished or left by a process that died at once)."""
+        path = folder / LOCK
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        fd = os.open(path, flags, 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            except OSError:  # pragma: no cover - a file system without flock: the mkdir claim still holds
+                pass
+        lock = cls(fd, path)
+        lock.write_owner()
+        return lock
+
+    def write_owner(self) -> None:
+        info = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, info.encode(), 0)
+
+    def release(self, remove: bool = False) -> None:
+        if self.fd < 0:
+            return
+        if remove:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+        os.close(self.fd)  # closing the last descriptor drops the flock
+        self.fd = -1
+
+
+def _owner(folder: Path) -> str:
+    try:
+        return (folder / LOCK).read_text().strip() or "another process"
+    except OSError:
+        return "another process"
+
+
+def _mkdir_parents(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunDirError(f"cannot create {path}: a file of that name is in the way") from None
+    except OSError as exc:
+        raise output_error(path, exc) from None
+
+
+def _clear(folder: Path) -> None:
+    """Empty a folder this process owns (keeps the lock file)."""
+    for p in folder.iterdir():
+        if p.name == LOCK:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+# -------------------------------------------------------------------------------------------- writing
 class RunFolder:
-    """A run folder being written. Creating one refuses a folder that already holds a run unless ``overwrite``."""
+    """A run folder owned by this process: written in ``final.partial/`` and renamed to ``final`` by :meth:`finish`.
 
-    def __init__(self, path: str | Path, overwrite: bool = False):
-        self.path = Path(path)
-        present = [m for m in RUN_MARKERS if (self.path / m).exists()] if self.path.exists() else []
-        if present and not overwrite:
-            raise RunDirError(
-                f"{self.path} already holds a run (found {present}); choose another --out folder, or pass --overwrite "
-                "to replace it"
-            )
-        self.path.mkdir(parents=True, exist_ok=True)
+    Create one with :meth:`claim` (an explicit ``--out``) or :meth:`claim_numbered` (``runs/<prompt slug>``,
+    ``-2``, ``-3``...). ``path`` is where files go while the run is written.
+    """
+
+    def __init__(self, final: Path, lock: _Lock, overwrite: bool = False, resumed: bool = False):
+        self.final = final
+        self.path = partial_path(final)
+        self._lock = lock
+        self.overwrite = overwrite
+        #: True when the folder was taken over from an interrupted run (``--resume``).
+        self.resumed = resumed
         self._metrics_file = None
         self._tb = None
 
+    # ---------------------------------------------------------------- claiming
+    @classmethod
+    def claim(cls, out: str | Path, *, overwrite: bool = False, resume: bool = False) -> "RunFolder":
+        """Own the run folder ``out`` (see the module docstring).
+
+        Raises:
+            RunDirError: ``out`` is a file, holds a finished run (without ``overwrite``), holds other files, or
+                another process is writing it; or an interrupted run is there and neither ``resume`` nor
+                ``overwrite`` says what to do with it.
+            OutputError: the folder cannot be created (permissions, read-only, ...).
+        """
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise RunDirError(f"--out {out} is a file; give a folder (it is created)")
+        if out.name.endswith(PARTIAL):
+            raise RunDirError(f"--out {out} names a run's working folder; give the run's own name ({out.name[:-len(PARTIAL)]})")
+        present = _holds_run(out)
+        if present and not overwrite:
+            hint = " (it is finished; nothing to resume)" if resume else ""
+            raise RunDirError(f"{out} already holds a run{hint} (found {present}); choose another --out folder, or pass "
+                              "--overwrite to replace it once the new run is complete")
+        if out.is_dir() and not present and any(out.iterdir()):
+            raise RunDirError(f"{out} is not empty and holds no run; choose a new or empty folder for --out")
+        _mkdir_parents(out.parent)
+        staging = partial_path(out)
+        try:
+            staging.mkdir()
+            created = True
+        except FileExistsError:
+            created = False
+        except OSError as exc:
+            raise output_error(staging, exc) from None
+        if created:
+            return cls(out, _Lock.try_acquire(staging, create=True), overwrite)
+        return cls._take_over(out, staging, overwrite=overwrite, resume=resume)
+
+    @classmethod
+    def _take_over(cls, out: Path, staging: Path, *, overwrite: bool, resume: bool) -> "RunFolder":
+        lock = None
+        for _ in range(20):  # a lock file that is missing for a moment belongs to a run being finished
+            try:
+                lock = _Lock.try_acquire(staging, create=False)
+                break
+            except FileNotFoundError:
+                if not staging.exists():
+                    return cls.claim(out, overwrite=overwrite, resume=resume)
+                time.sleep(0.1)
+        else:
+            lock = _Lock.try_acquire(staging, create=True)
+        if lock is None:
+            raise RunDirError(f"{out} is being written right now by {_owner(staging)} (in {staging}); wait for it, "
+                              "or choose another --out folder")
+        folder = cls(out, lock, overwrite)
+        step = folder.saved_step()
+        if resume:
+            folder.resumed = True
+        elif overwrite or step is None:
+            # --overwrite, or a run that died before saving any state (e.g. during setup): start again
+            _clear(staging)
+        else:
+            lock.release()
+            raise RunDirError(
+                f"{staging} holds an interrupted run of {out} (saved at step {step}); continue it with --resume, or "
+                "start again with --overwrite"
+            )
+        clean_temp_files(staging)
+        return folder
+
+    @classmethod
+    def claim_numbered(cls, root: str | Path, name: str) -> "RunFolder":
+        """Own ``root/name``, or ``root/name-2``, ``-3``... (the first that is neither finished nor being written)."""
+        root = Path(root)
+        _mkdir_parents(root)
+        for i in range(1, 100_000):
+            out = root / (name if i == 1 else f"{name}-{i}")
+            if out.exists() or partial_path(out).exists():
+                continue
+            try:
+                partial_path(out).mkdir()
+            except FileExistsError:
+                continue  # another process claimed it between the check and the mkdir
+            except OSError as exc:
+                raise output_error(partial_path(out), exc) from None
+            return cls(out, _Lock.try_acquire(partial_path(out), create=True))
+        raise RunDirError(f"no free run folder name under {root}")  # pragma: no cover
+
     # ---------------------------------------------------------------- what the trainer writes
-    def open_logs(self, tensorboard: bool) -> None:
-        self._metrics_file = open(self.path / METRICS_LOG, "a", buffering=1)
+    def open_logs(self, tensorboard: bool, keep_bytes: Optional[int] = None) -> None:
+        """Open ``metrics.jsonl`` for appending; ``keep_bytes`` first cuts it to that length (a resumed run drops
+        the rows written after its checkpoint, so the log reads as one run)."""
+        path = self.path / METRICS_LOG
+        try:
+            if keep_bytes is not None and path.exists():
+                os.truncate(path, min(keep_bytes, path.stat().st_size))
+            elif keep_bytes is None and path.exists() and not self.resumed:
+                path.unlink()
+            self._metrics_file = open(path, "a", buffering=1)
+        except OSError as exc:
+            raise output_error(path, exc) from None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -82,8 +296,20 @@ class RunFolder:
             except ImportError:
                 log.warning("run.tensorboard=true but tensorboard is not installed; logging to metrics.jsonl only")
 
+    def log_bytes(self) -> int:
+        """The length of ``metrics.jsonl`` so far (stored in checkpoints for :meth:`open_logs`)."""
+        if self._metrics_file is not None:
+            self._metrics_file.flush()
+        path = self.path / METRICS_LOG
+        return path.stat().st_size if path.exists() else 0
+
     def close_logs(self) -> None:
         if self._metrics_file is not None:
+            try:
+                self._metrics_file.flush()
+                os.fsync(self._metrics_file.fileno())
+            except OSError:
+                pass
             self._metrics_file.close()
             self._metrics_file = None
         if self._tb is not None:
@@ -92,19 +318,23 @@ class RunFolder:
 
     def log(self, row: Dict[str, Any]) -> None:
         if self._metrics_file is not None:
-            self._metrics_file.write(json.dumps(row) + "\n")
+            try:
+                self._metrics_file.write(json_line(row) + "\n")
+            except OSError as exc:
+                raise output_error(self.path / METRICS_LOG, exc) from None
         if self._tb is not None and "event" not in row:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)):
                     self._tb.add_scalar(k, v, row["step"])
 
     def save_checkpoint(self, name: str, payload: Dict[str, Any]) -> Path:
-        path = self.path / CHECKPOINTS / name
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
-        return path
+        return save_checkpoint_file(self.path / CHECKPOINTS / name, payload)
+
+    def remove_checkpoint(self, name: str) -> None:
+        try:
+            (self.path / CHECKPOINTS / name).unlink()
+        except FileNotFoundError:
+            pass
 
     def save_splats(self, name: str, params: Dict[str, Tensor]) -> Path:
         path = self.path / name
@@ -113,49 +343,226 @@ class RunFolder:
 
     # ---------------------------------------------------------------- what the API writes around the trainer
     def write_config(self, cfg: Config) -> None:
-        save_config(cfg, self.path / CONFIG)
+        atomic_write_text(self.path / CONFIG, config_to_yaml(cfg))
 
     def write_previews(self, images: Tensor) -> Path:
-        save_image_grid(images, self.path / PREVIEWS)
-        return self.path / PREVIEWS
+        return atomic_write(self.path / PREVIEWS, lambda f: save_image_grid(images, f))
 
     def write_summary(self, summary: Dict[str, Any]) -> None:
         write_json(self.path / SUMMARY, summary)
 
+    def write_json(self, name: str, obj: Any) -> Path:
+        return write_json(self.path / name, obj)
 
-# -------------------------------------------------------------------------------------------- reading runs
+    # ---------------------------------------------------------------- resuming
+    def checkpoints(self) -> List[Tuple[int, Path]]:
+        """(step, path) of every checkpoint a run can continue from, newest first."""
+        found = []
+        folder = self.path / CHECKPOINTS
+        if folder.is_dir():
+            for p in folder.glob("*.pt"):
+                m = _STEP_RE.match(p.name)
+                if m or p.name in ("resume.pt", "interrupted.pt"):
+                    found.append(p)
+        out = []
+        for p in found:
+            try:
+                step = int(load_checkpoint(p).get("step", -1))
+            except SplatgenError:
+                continue  # a torn or foreign file: never resumed from
+            out.append((step, p))
+        return sorted(out, key=lambda sp: -sp[0])
+
+    def saved_step(self) -> Optional[int]:
+        """The step of the newest checkpoint, or None when the run saved nothing to continue from."""
+        cps = self.checkpoints()
+        return cps[0][0] if cps else None
+
+    def saved_config(self) -> Optional[Config]:
+        return load_config([self.path / CONFIG]) if (self.path / CONFIG).is_file() else None
+
+    # ---------------------------------------------------------------- the end
+    def finish(self) -> Path:
+        """Make the run visible under its final name (replacing an old run when overwriting); returns it."""
+        self.close_logs()
+        clean_temp_files(self.path)
+        old = None
+        if self.final.exists():
+            if not self.overwrite:  # pragma: no cover - claim() refused this already
+                raise RunDirError(f"{self.final} appeared while the run was written; the result stays in {self.path}")
+            old = self.final.with_name(f"{self.final.name}.replaced-{os.getpid()}")
+            os.rename(self.final, old)
+        try:
+            self._lock.release(remove=True)
+            os.rename(self.path, self.final)
+        except OSError as exc:
+            raise OutputError(f"cannot rename {self.path} to {self.final}: {exc.strerror}") from None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.final
+
+    def release(self) -> None:
+        """Stop owning the folder and keep it (an interrupted or failed run, to resume or inspect)."""
+        self.close_logs()
+        self._lock.release()
+
+    def abandon(self) -> None:
+        """Remove the folder: the run failed before it had anything worth keeping (e.g. during setup)."""
+        self.close_logs()
+        shutil.rmtree(self.path, ignore_errors=True)
+        self._lock.release()
+
+
+def find_resumable(root: str | Path, prompt: str) -> List[Path]:
+    """Final paths of the interrupted runs of ``prompt`` under ``root`` (``root/*.partial`` not being written)."""
+    root = Path(root)
+    out = []
+    for staging in sorted(root.glob(f"*{PARTIAL}")) if root.is_dir() else []:
+        cfg_path = staging / CONFIG
+        if not cfg_path.is_file():
+            continue
+        try:
+            if load_config([cfg_path]).prompt != prompt:
+                continue
+        except SplatgenError:
+            continue
+        if (staging / LOCK).exists():
+            try:
+                lock = _Lock.try_acquire(staging, create=False)
+            except FileNotFoundError:
+                lock = None
+            if lock is None:
+                continue
+            lock.release()
+        out.append(staging.with_name(staging.name[: -len(PARTIAL)]))
+    return out
+
+
+def config_differences(a: Config, b: Config, ignore: Tuple[str, ...] = ("run.progress", "run.device")) -> List[str]:
+    """Dotted keys whose values differ between two configs (for refusing a resume with another config)."""
+    from omegaconf import OmegaConf
+
+    def flat(cfg: Config) -> Dict[str, Any]:
+        d = OmegaConf.to_container(OmegaConf.structured(cfg))
+        out = {}
+        for sec, val in d.items():
+            if isinstance(val, dict):
+                out.update({f"{sec}.{k}": v for k, v in val.items()})
+            else:
+                out[sec] = val
+        return out
+
+    fa, fb = flat(a), flat(b)
+    return sorted(k for k in set(fa) | set(fb) if k not in ignore and fa.get(k) != fb.get(k))
+
+
+# -------------------------------------------------------------------------------------------- reading
+@dataclass
+class RunView:
+    """A run folder as found on disk: finished, or interrupted (``model`` then is what it saved)."""
+
+    folder: Path
+    cfg: Config
+    finished: bool
+    model: Path
+    """The file the model loads from: splats.ply / nerf.ply, checkpoints/final.pt (NeRF), interrupted.ply..."""
+    note: str = ""
+
+
 def read_run_config(run_dir: str | Path) -> Config:
-    """The config of a run folder (``config.yaml``), or :class:`RunDirError` if it is not a run folder."""
+    """The config of a run folder (``config.yaml``), or one clear error if there is none or it is unreadable."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
-        raise NotARunError(f"{run_dir / CONFIG} not found: {run_dir} is not a finished run folder")
-    return load_config([run_dir / CONFIG])
+        raise NotARunError(f"{run_dir} is not a run folder: it has no {CONFIG}")
+    try:
+        return load_config([run_dir / CONFIG])
+    except ConfigError as exc:
+        raise NotARunError(f"{run_dir / CONFIG} is damaged: {exc}") from None
 
 
-def load_finished_run(run_dir: str | Path, device: torch.device | str = "cpu", render_backend: str = "auto",
-                      cfg: Optional[Config] = None) -> Tuple[Config, Representation]:
-    """(config, representation) of a finished run folder: a NeRF from ``checkpoints/final.pt``, Gaussians from
-    ``splats.ply``. Built with what this machine has (``render_backend``, kernel backend ``auto``), whatever the
-    run was trained with, so a run trained on a GPU with gsplat and the Triton kernels loads on a CPU."""
-    run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir) if cfg is None else cfg
-    path = run_dir / model_file(cfg)
-    if not path.is_file():
-        raise NotARunError(f"{path} not found: {run_dir} is not a finished run folder")
+def find_run(path: str | Path, allow_interrupted: bool = True) -> RunView:
+    """The run at ``path``: a finished run folder, or (with ``allow_interrupted``) an interrupted one, given by
+    its name (``runs/x`` while only ``runs/x.partial`` exists) or by its working folder.
+
+    Raises:
+        NotARunError: naming what is missing and what to do.
+    """
+    path = Path(path)
+    if not path.exists() and partial_path(path).is_dir():
+        path = partial_path(path)
+    if not path.is_dir():
+        raise NotARunError(f"{path} is not a run folder (no such folder)")
+    cfg = read_run_config(path)
+    interrupted = path.name.endswith(PARTIAL)
+    name = splats_name(cfg)
+    if not interrupted:
+        model = path / (f"{CHECKPOINTS}/final.pt" if cfg.model.type == "nerf" else name)
+        if not model.is_file():
+            raise NotARunError(f"{path} is not a finished run: {model.relative_to(path)} is missing")
+        return RunView(path, cfg, True, model)
+    if (path / LOCK).exists():
+        try:
+            lock = _Lock.try_acquire(path, create=False)
+        except FileNotFoundError:
+            lock = None
+        if lock is None:
+            raise NotARunError(f"{path} is being written right now by {_owner(path)}; wait until it finishes")
+        lock.release()
+    final = path.with_name(path.name[: -len(PARTIAL)])
+    resume = f"continue it with: splatgen generate {json.dumps(cfg.prompt)} --out {final} --resume"
+    candidates = [path / "interrupted.ply", path / "last_good.ply"] if cfg.model.type != "nerf" else \
+        [path / f"{CHECKPOINTS}/interrupted.pt"]
+    found = [p for p in candidates if p.is_file()]
+    if not allow_interrupted or not found:
+        what = "has no saved model yet" if not found else "is not finished"
+        raise NotARunError(f"{final} is not finished and {path} {what}; {resume}")
+    return RunView(path, cfg, False, found[0], note=f"{final} is not finished: using {found[0]} ({resume})")
+
+
+def load_run(path: str | Path, device: torch.device | str = "cpu", render_backend: str = "auto",
+             allow_interrupted: bool = True) -> Tuple[RunView, Representation]:
+    """(the run, its representation) of the run at ``path`` (see :func:`find_run` and :func:`load_view`)."""
+    view = find_run(path, allow_interrupted)
+    return view, load_view(view, device, render_backend)
+
+
+def load_view(view: RunView, device: torch.device | str = "cpu", render_backend: str = "auto") -> Representation:
+    """The representation of a run: Gaussians from its ``.ply``, a NeRF from its checkpoint. Built with what this
+    machine has (``render_backend``, kernel backend ``auto``), whatever the run was trained with, so a run trained
+    on a GPU with gsplat and the Triton kernels loads on a CPU."""
+    cfg = view.cfg
     device = torch.device(device)
     cfg.render.backend, cfg.densify.backend = render_backend, "auto"
     gen = torch.Generator().manual_seed(0)
     if cfg.model.type == "nerf":
         rep: Representation = NerfRepresentation(cfg, device, gen)
-        rep.model.load_state(torch.load(path, map_location=device, weights_only=False)["params"])
-        return cfg, rep
-    return cfg, GaussianRepresentation(cfg, device, gen, model=load_ply(path, device=device))
+        rep.model.load_state(load_checkpoint(view.model, map_location=device)["params"])
+        return rep
+    return GaussianRepresentation(cfg, device, gen, model=load_ply(view.model, device=device))
 
 
-def find_splats(path: str | Path) -> Path:
-    """The ``.ply`` of a run folder (``splats.ply`` or ``nerf.ply``), or ``path`` itself when it is a file."""
+def load_finished_run(run_dir: str | Path, device: torch.device | str = "cpu", render_backend: str = "auto"
+                      ) -> Tuple[Config, Representation]:
+    """(config, representation) of a finished run folder (see :func:`load_run`)."""
+    view, rep = load_run(run_dir, device, render_backend, allow_interrupted=False)
+    return view.cfg, rep
+
+
+def find_splats(path: str | Path) -> Tuple[Path, str]:
+    """(the ``.ply`` to read, a note) for ``path``: a ``.ply`` file, a finished run folder, or an interrupted one
+    (its ``interrupted.ply``, with a note saying so)."""
     path = Path(path)
-    if path.is_dir():
-        names = (GaussianRepresentation.ply_name, NerfRepresentation.ply_name)
-        return next((path / n for n in names if (path / n).is_file()), path / names[0])
-    return path
+    if path.is_file():
+        return path, ""
+    view = find_run(path)
+    if view.model.suffix == ".ply":
+        return view.model, view.note
+    ply = view.folder / splats_name(view.cfg)
+    if ply.is_file():
+        return ply, view.note
+    raise NotARunError(f"{view.folder} has no .ply to read ({splats_name(view.cfg)} is missing)")
+
+
+def disk_error(exc: OSError) -> bool:
+    """Whether an OSError is the environment refusing a write (full disk, permissions, read-only)."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)

@@ -26,7 +26,7 @@ from torch import Tensor
 from . import schedules
 from .cameras import Cameras, evenly_spaced_cameras, sample_orbit_cameras
 from .config import Config
-from .errors import DeviceError, NonFiniteError
+from .errors import DeviceError, NonFiniteError, RunInterrupted
 from .guidance.base import Guidance
 from .kernels_glue import resolve_kernel_backend, sds_loss
 from .render import make_background
@@ -55,10 +55,55 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def available_memory(device: torch.device) -> Optional[int]:
+    """Bytes free on ``device`` now (CUDA: the allocator's view; CPU: MemAvailable), or None if unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return None
+
+
+def estimate_memory(cfg: Config) -> int:
+    """A rough lower bound of the bytes a run needs at its largest (guidance weights not counted): the Gaussians'
+    parameters with their gradients and Adam moments at the densification cap, and the renders of one step at
+    the largest resolution with what autograd keeps of them. Meant to refuse sizes that cannot fit, up front."""
+    m, d, r = cfg.model, cfg.densify, cfg.render
+    side = max([r.resolution] + [int(x[1]) for x in r.resolution_milestones])
+    pixels = cfg.camera.batch_size * side * side
+    if m.type == "nerf":
+        n = cfg.nerf
+        samples = pixels * (n.num_steps + n.upsample_steps)
+        return samples * 4 * (3 + n.num_levels * n.level_dim + 2 * n.hidden_dim) * 2
+    floats = 14 + 3 * ((m.sh_degree + 1) ** 2 - 1)  # means 3, scales 3, quats 4, opacity 1, sh0 3, shN
+    gaussians = max(m.num_points, d.max_gaussians if d.enabled else 0)
+    return gaussians * floats * 4 * 4 + pixels * 4 * 64
+
+
+def check_memory(cfg: Config, device: torch.device) -> None:
+    """Refuse, with the numbers, a config whose :func:`estimate_memory` exceeds what ``device`` has free."""
+    need, free = estimate_memory(cfg), available_memory(device)
+    if free is not None and need > free:
+        gib = 1024**3
+        raise DeviceError(
+            f"this config needs at least {need / gib:.1f} GiB on {device} (Gaussians up to "
+            f"{max(cfg.model.num_points, cfg.densify.max_gaussians)}, {cfg.camera.batch_size} views of up to "
+            f"{max([cfg.render.resolution] + [int(x[1]) for x in cfg.render.resolution_milestones])} px) but "
+            f"{free / gib:.1f} GiB is free; lower render.resolution, camera.batch_size, model.num_points or "
+            "densify.max_gaussians"
+        )
+
+
 class RunSink(Protocol):
     """Where a run's records go (implemented by :class:`splatgen.rundir.RunFolder`)."""
 
-    def open_logs(self, tensorboard: bool) -> None: ...
+    def open_logs(self, tensorboard: bool, keep_bytes: Optional[int] = None) -> None: ...
 
     def close_logs(self) -> None: ...
 
@@ -67,6 +112,12 @@ class RunSink(Protocol):
 
     def save_checkpoint(self, name: str, payload: Dict[str, Any]) -> Path:
         """Write a checkpoint (``checkpoints/<name>``) atomically; returns its path."""
+
+    def remove_checkpoint(self, name: str) -> None:
+        """Delete ``checkpoints/<name>`` if it exists."""
+
+    def log_bytes(self) -> int:
+        """How much of the log is written (a checkpoint stores it; a resumed run cuts the log back to it)."""
 
     def save_splats(self, name: str, params: Dict[str, Tensor]) -> Path:
         """Write gsplat-layout Gaussians as a 3DGS ``.ply`` named ``name`` in the run; returns its path."""
@@ -116,6 +167,8 @@ class TrainResult:
     steps: int = 0
     evals: List[dict] = field(default_factory=list)
     """The periodic ground-truth evaluations (``run.eval_every``), one dict per checkpoint."""
+    first_step_seconds: float = 0.0
+    """Wall-clock of the first step of this session (compilation, graph capture and autotuning land there)."""
 
     @property
     def model(self):
@@ -124,7 +177,8 @@ class TrainResult:
 
 class Trainer:
     """One generation: ``guidance`` scores the renders; ``run`` (optional) receives logs and checkpoints;
-    ``evaluator`` (optional) is called every ``run.eval_every`` steps."""
+    ``evaluator`` (optional) is called every ``run.eval_every`` steps; ``on_step`` (optional) is called as
+    ``on_step(steps_done, rep)`` after every step (the live viewer; it must return fast)."""
 
     def __init__(
         self,
@@ -133,9 +187,11 @@ class Trainer:
         run: Optional[RunSink] = None,
         evaluator: Optional[Evaluator] = None,
         profile: bool = False,
+        on_step: Optional[Callable[[int, Representation], Any]] = None,
     ):
         self.cfg = cfg
         self.run = run
+        self.on_step = on_step
         self.device = resolve_device(cfg.run.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.run.cudnn_benchmark
@@ -165,6 +221,56 @@ class Trainer:
         self.timer = StageTimer(self.device, profile)
         self._last_good: Optional[Dict[str, Any]] = None
         self._last_good_step = -1
+        # Where a resumed run continues (see resume()).
+        self.start_step = 0
+        self._history: List[dict] = []
+        self._evals: List[dict] = []
+        self._seconds_before = 0.0
+        self._keep_log_bytes: Optional[int] = None
+        #: set by request_stop() (a signal handler): the loop saves and stops at the next step boundary.
+        self.stop_signal: Optional[int] = None
+        self.first_step_seconds = 0.0
+
+    def request_stop(self, signum: int = 2) -> None:
+        """Stop after the step in progress, keeping everything needed to continue (safe from a signal handler)."""
+        self.stop_signal = signum
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self, step: int) -> Dict[str, Any]:
+        """Everything the run needs to continue after ``step`` completed steps, exactly: the representation
+        (parameters, optimiser, densification statistics), every random generator, the records so far."""
+        return {
+            "step": step,
+            **self.rep.checkpoint(),
+            "rng": self.gen.get_state(),
+            "rep_rng": self.rep_gen.get_state(),
+            "noise_rng": self.noise_gen.get_state(),
+            "history": list(self._history),
+            "evals": list(self._evals),
+            "seconds": self._seconds_before + self._session_seconds(),
+            "log_bytes": self.run.log_bytes() if self.run is not None else 0,
+        }
+
+    def resume(self, payload: Dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s output (a checkpoint of this config)."""
+        if payload.get("kind") != self.rep.kind:
+            raise ValueError(f"checkpoint of a {payload.get('kind')} run, this run is {self.rep.kind}")
+        self.rep.restore(payload)
+        self.model = self.rep.module
+        self.gen.set_state(payload["rng"])
+        self.rep_gen.set_state(payload["rep_rng"])
+        self.noise_gen.set_state(payload["noise_rng"].to(self.noise_gen.get_state().device))
+        self.start_step = int(payload["step"])
+        self._history = list(payload.get("history", []))
+        self._evals = list(payload.get("evals", []))
+        self._seconds_before = float(payload.get("seconds", 0.0))
+        self._keep_log_bytes = int(payload.get("log_bytes", 0))
+        self._last_good, self._last_good_step = self.rep.state(), self.start_step
+
+    def _session_seconds(self) -> float:
+        if getattr(self, "_start", None) is None:
+            return 0.0
+        return time.perf_counter() - self._start - self._eval_seconds
 
     # ------------------------------------------------------------------ one step
     def train_step(self, step: int) -> StepOutput:
@@ -218,43 +324,63 @@ class Trainer:
     def train(self) -> TrainResult:
         cfg = self.cfg
         total = cfg.run.steps
-        history: List[dict] = []
-        evals: List[dict] = []
-        eval_seconds = 0.0
-        start = time.perf_counter()
+        history, evals = self._history, self._evals
+        self._eval_seconds = 0.0
+        self._start = start = time.perf_counter()
+        last_checkpoint = start
         if self.run is not None:
-            self.run.open_logs(cfg.run.tensorboard)
-        bar = self._progress(total)
-        step = 0
+            self.run.open_logs(cfg.run.tensorboard, keep_bytes=self._keep_log_bytes)
+        bar = self._progress(total, self.start_step)
+        done = self.start_step
         try:
-            for step in range(total):
+            for step in range(self.start_step, total):
                 so = self.train_step(step)
-                last = step == total - 1
-                if (step + 1) % cfg.run.log_every == 0 or last:
-                    row = self._scalars(step, so, start, eval_seconds)
+                if step == self.start_step:
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    self.first_step_seconds = time.perf_counter() - start
+                done = step + 1
+                if self.on_step is not None:
+                    self.on_step(done, self.rep)
+                last = done == total
+                if done % cfg.run.log_every == 0 or last:
+                    row = self._scalars(step, so)
                     history.append(row)
                     self._log(row)
                     self._check_finite(step, row)
                     if bar is not None:
                         bar.set_postfix(loss=f"{row['loss']:.3g}", n=self.rep.size(), t=row["t"])
-                if self.evaluator is not None and ((step + 1) % cfg.run.eval_every == 0 or last):
+                if self.evaluator is not None and (done % cfg.run.eval_every == 0 or last):
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     t0 = time.perf_counter()
-                    evals.append(self.evaluate(step + 1, t0 - start - eval_seconds))
+                    evals.append(self.evaluate(done, self._seconds_before + t0 - start - self._eval_seconds))
                     self._log({"event": "eval", **evals[-1]})
-                    eval_seconds += time.perf_counter() - t0
-                if cfg.run.checkpoint_every and (step + 1) % cfg.run.checkpoint_every == 0 and not last:
-                    self._check_finite(step, None)
-                    self.save_checkpoint(step + 1)
+                    self._eval_seconds += time.perf_counter() - t0
                 if bar is not None:
                     bar.update(1)
+                if last or self.run is None:
+                    continue
+                if self.stop_signal is not None:
+                    raise self._interrupt(done, self.stop_signal)
+                every = cfg.run.checkpoint_every
+                minutes = cfg.run.checkpoint_minutes
+                if every and done % every == 0:
+                    self._check_finite(step, None)
+                    self.save_checkpoint(done)
+                    last_checkpoint = time.perf_counter()
+                elif minutes > 0 and time.perf_counter() - last_checkpoint >= 60.0 * minutes:
+                    self._check_finite(step, None)
+                    self.save_checkpoint(done, name="resume.pt")
+                    last_checkpoint = time.perf_counter()
+        except RunInterrupted:
+            raise
         except KeyboardInterrupt:
-            # Never lose work: keep what was optimised so far next to the run's files.
+            # A hard interrupt in the middle of a step (a second Ctrl-C, or no graceful handler installed): the
+            # step's state is half updated, so keep the model as a file but no checkpoint to continue from (the
+            # last periodic one stays).
             if self.run is not None and self.rep.is_finite():
-                path = self.save_checkpoint(step, name="interrupted.pt")
                 self.run.save_splats("interrupted.ply", self.rep.splat_params())
-                log.warning("interrupted at step %d; saved %s and interrupted.ply", step, path)
             raise
         finally:
             if bar is not None:
@@ -263,18 +389,34 @@ class Trainer:
                 self.run.close_logs()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        seconds = time.perf_counter() - start - eval_seconds
-        stage_ms = {k: 1000.0 * v / total for k, v in self.timer.totals.items()} if self.timer.enabled else {}
+        seconds = self._seconds_before + time.perf_counter() - start - self._eval_seconds
+        steps_here = max(total - self.start_step, 1)
+        stage_ms = {k: 1000.0 * v / steps_here for k, v in self.timer.totals.items()} if self.timer.enabled else {}
         if self.run is not None:
             self.save_checkpoint(total, name="final.pt")
-        return TrainResult(self.rep, history, stage_ms, seconds, total, evals)
+            for name in ("resume.pt", "interrupted.pt"):
+                self.run.remove_checkpoint(name)
+        return TrainResult(self.rep, history, stage_ms, seconds, total, evals, self.first_step_seconds)
+
+    def _interrupt(self, done: int, signum: int) -> RunInterrupted:
+        """Keep the model (the small .ply first, so a second signal during the large checkpoint still leaves it)
+        and a checkpoint to continue from; the exception says where they are."""
+        assert self.run is not None
+        kept = []
+        if self.rep.is_finite():
+            kept.append(self.run.save_splats("interrupted.ply", self.rep.splat_params()))
+            kept.append(self.save_checkpoint(done, name="interrupted.pt"))
+        what = " and ".join(str(p) for p in kept) if kept else "nothing (the parameters were not finite)"
+        name = {2: "Ctrl-C", 15: "SIGTERM"}.get(signum, f"signal {signum}")
+        return RunInterrupted(f"stopped by {name} after step {done} of {self.cfg.run.steps}; kept {what}",
+                              signum=signum, step=done)
 
     def evaluate(self, step: int, train_seconds: float) -> dict:
         """The evaluator's metrics of the current model, with the step and the training seconds so far."""
         assert self.evaluator is not None
         return {"step": step, "train_seconds": train_seconds, **self.evaluator(self.rep)}
 
-    def _scalars(self, step: int, so: StepOutput, start: float, eval_seconds: float = 0.0) -> dict:
+    def _scalars(self, step: int, so: StepOutput) -> dict:
         return {
             "step": step + 1,
             "loss": float(so.loss),
@@ -283,7 +425,7 @@ class Trainer:
             "t": int(so.t[0]),
             "resolution": so.resolution,
             **self.rep.scalars(),
-            "elapsed_s": round(time.perf_counter() - start - eval_seconds, 3),
+            "elapsed_s": round(self._seconds_before + self._session_seconds(), 3),
         }
 
     def _check_finite(self, step: int, row: Optional[dict]) -> None:
@@ -309,20 +451,19 @@ class Trainer:
     def save_checkpoint(self, step: int, name: Optional[str] = None) -> Optional[Path]:
         if self.run is None:
             return None
-        payload = {"step": step, **self.rep.checkpoint(), "rng": self.gen.get_state(), "rep_rng": self.rep_gen.get_state()}
-        return self.run.save_checkpoint(name or f"step_{step:06d}.pt", payload)
+        return self.run.save_checkpoint(name or f"step_{step:06d}.pt", self.state_dict(step))
 
     def _log(self, row: dict) -> None:
         if self.run is not None:
             self.run.log(row)
 
-    def _progress(self, total: int):
+    def _progress(self, total: int, initial: int = 0):
         mode = self.cfg.run.progress
         if mode == "off" or (mode == "auto" and not sys.stderr.isatty()):
             return None
         from tqdm import tqdm
 
-        return tqdm(total=total, desc="splatgen", dynamic_ncols=True)
+        return tqdm(total=total, initial=initial, desc="splatgen", dynamic_ncols=True)
 
 
 def preview_cameras(n: int, resolution: int, device: torch.device) -> Cameras:

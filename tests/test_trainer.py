@@ -156,13 +156,16 @@ def test_nan_stops_and_keeps_last_good(tiny_sd, tmp_path):
         splatgen.generate("a red mug", out_dir=out, guidance=guidance,
                           overrides=sd_overrides(tiny_sd) + ["run.steps=20", "densify.enabled=false"])
     assert "last_good" in str(info.value)
-    good = load_ply(out / "last_good.ply")
+    # a failed run stays in its working folder (out.partial), never under the final name
+    staging = out.with_name(out.name + ".partial")
+    good = load_ply(staging / "last_good.ply")
     assert good.is_finite() and len(good) == 150
-    assert torch.load(out / "checkpoints" / "last_good.pt")["step"] == 3
-    assert not (out / "splats.ply").exists(), "a NaN run must not write a final splats.ply"
+    assert torch.load(staging / "checkpoints" / "last_good.pt", weights_only=True)["step"] == 3
+    assert not out.exists(), "a NaN run must not appear as a finished run"
 
 
-def test_cli_generate_and_errors(tiny_sd, tmp_path, capsys):
+def test_cli_generate_and_errors(tiny_sd, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # numbered runs go to ./runs
     out = tmp_path / "cli"
     assert cli_main(["generate", "a red mug", "--out", str(out), *sd_overrides(tiny_sd), "run.steps=2"]) == 0
     assert (out / "splats.ply").is_file() and "splats.ply" in capsys.readouterr().out
@@ -171,6 +174,7 @@ def test_cli_generate_and_errors(tiny_sd, tmp_path, capsys):
     assert cli_main(["generate", "a red mug", "run.stpes=3"]) == 2
     err = capsys.readouterr().err
     assert "run.stpes" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists(), "a refused command leaves no run folder"
     assert cli_main(["export", str(out), str(tmp_path / "padded.ply"), "--pad-sh3"]) == 0
     assert load_ply(tmp_path / "padded.ply").sh_degree == 3
 

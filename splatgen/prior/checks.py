@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Union
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, short
 from ..resources import bundled_prior_path  # noqa: F401  (re-exported by splatgen.prior)
 from ..world.grammar import COLOUR_ALIASES, COLOURS, is_world_prompt, parse_prompt, vocabulary
 
@@ -79,7 +79,7 @@ def prompt_check(held_out: Sequence[Sequence[str]] = (), name: str = "the bundle
 
     def check(prompt: str) -> Optional[str]:
         if not is_world_prompt(prompt):
-            return (f"{name} was trained only on the procedural world's captions, and {prompt!r} is not one: "
+            return (f"{name} was trained only on the procedural world's captions, and {short(prompt)} is not one: "
                     f"generation runs, but the result is unlikely to match the prompt. {vocabulary()}")
         obj = parse_prompt(prompt, seed=0)
         colour_given = any(w in COLOURS or w in COLOUR_ALIASES for w in prompt.lower().split())

@@ -316,7 +316,7 @@ def _composite(
             keep &= (log_T + log_1m) > math.log(TRANSMITTANCE_THRESHOLD)
             pix, gid = pix[keep], gid[keep]
         # Pass 2 (autograd) over the contributing pairs only: less memory and a cheaper backward.
-        feats = table[gid]  # [P', 10]
+        feats = table.index_select(0, gid)  # [P', 10]; its backward (index_add) is deterministic on the CPU
         alpha, _ = _alpha(feats, pix, width, row0)
         log_1m = torch.log1p(-alpha)
         weights = alpha * torch.exp(_segment_log_transmittance(pix, log_1m)).to(dtype)  # [P']

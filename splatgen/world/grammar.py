@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from ..cameras import DIRECTIONS
-from ..errors import PromptError
+from ..errors import PromptError, short
 
 RGB = Tuple[float, float, float]
 Vec3 = Tuple[float, float, float]
@@ -663,7 +663,7 @@ def parse_prompt(prompt: str, seed: Optional[int] = None) -> WorldObject:
     """
     parsed = _split_prompt(prompt) if isinstance(prompt, str) else None
     if parsed is None:
-        raise PromptError(f"prompt {prompt!r} is not an object of the procedural world; {vocabulary()}")
+        raise PromptError(f"prompt {short(prompt)} is not an object of the procedural world; {vocabulary()}")
     colour, kind = parsed
     canonical = caption_for(kind, colour) if colour is not None else f"a {kind}"
     return make_object(kind, colour, caption_seed(canonical) if seed is None else seed)

@@ -31,6 +31,7 @@ Metrics (all on the model rendered over white, and the ray-cast ground truth sup
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -38,9 +39,10 @@ import torch
 from torch import Tensor
 
 from ..cameras import Cameras, orbit_cameras
-from ..errors import PromptError
+from ..errors import PromptError, short
 from ..representation import POINTS_MIN_OPACITY, Representation, opaque_centres
-from ..rundir import load_finished_run, read_run_config, write_json
+from ..fileio import json_safe, write_json
+from ..rundir import RunView, find_run, load_view
 from .clip_eval import bundled_evaluator, run_r_precision
 from .grammar import WorldObject, is_world_prompt, parse_prompt, vocabulary
 from .raycast import render_world, sample_surface
@@ -230,46 +232,65 @@ def evaluate_gaussians(
 def evaluate_representation(rep: Representation, obj: WorldObject, n_views: int = 16, resolution: int = 64,
                             r_precision: bool = False) -> Dict[str, Any]:
     """Metrics of a trainer's :class:`~splatgen.representation.Representation` (Gaussians or NeRF), plus the
-    evaluator's R-precision of its renders when ``r_precision``."""
-    result = evaluate_model(rep.render_eval, rep.points(), obj, rep.device, n_views, resolution)
+    evaluator's R-precision of its renders when ``r_precision`` (the same held-out renders when the evaluator's
+    input size is ``resolution``: they are rendered once)."""
+    render_fn = _render_once(rep.render_eval)
+    result = evaluate_model(render_fn, rep.points(), obj, rep.device, n_views, resolution)
     result.update({rep.size_name: rep.size(), "num_elements": rep.size()})
     if r_precision:
-        result["r_precision"] = render_r_precision(rep.render_eval, obj.caption, n_views, rep.device)
+        result["r_precision"] = render_r_precision(render_fn, obj.caption, n_views, rep.device)
     return result
 
 
+def _render_once(render_fn: RenderFn) -> RenderFn:
+    """``render_fn`` remembering its last output, for a second call with the same cameras and background."""
+    last: Dict[str, Any] = {}
+
+    def fn(cams: Cameras, bg: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        key = (cams.width, cams.height, cams.viewmats.cpu().numpy().tobytes(), cams.Ks.cpu().numpy().tobytes(),
+               bg.cpu().numpy().tobytes())
+        if last.get("key") != key:
+            last["key"], last["out"] = key, render_fn(cams, bg)
+        return last["out"]
+
+    return fn
+
+
 def evaluate_run(
-    run_dir: str | Path,
+    run: str | Path | RunView,
     n_views: int = 16,
     resolution: int = 64,
     device: torch.device | str = "auto",
     backend: str = "auto",
 ) -> Dict[str, Any]:
-    """Evaluate a finished run folder against the object of the run's prompt (``run_dir/config.yaml``, key
-    ``prompt``), write ``run_dir/metrics.json`` and return its content.
+    """Evaluate a run against the object of its prompt (``config.yaml``, key ``prompt``), write
+    ``metrics.json`` into the run folder and return its content.
 
-    The run is loaded by :func:`splatgen.rundir.load_finished_run` (Gaussians from ``splats.ply``, a NeRF
-    from ``checkpoints/final.pt``). ``device='auto'`` evaluates on CUDA when available (gsplat there with
-    ``backend='auto'``), else the CPU.
+    ``run`` is a run folder (found by :func:`splatgen.rundir.find_run`: a finished run, or an interrupted one,
+    whose saved model is evaluated with a warning) or a :class:`~splatgen.rundir.RunView`. ``device='auto'``
+    evaluates on CUDA when available (gsplat there with ``backend='auto'``), else the CPU. Non-finite numbers
+    are written as ``null``.
 
     Raises:
         PromptError: the run's prompt is not a prompt of the procedural world.
-        NotARunError: ``run_dir`` is not a finished run folder.
+        NotARunError: ``run`` is not a run folder, or has no model to evaluate.
     """
-    run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir)
-    prompt = cfg.prompt
+    view = run if isinstance(run, RunView) else find_run(run)
+    if view.note:
+        warnings.warn(view.note, UserWarning, stacklevel=2)
+    prompt = view.cfg.prompt
     if not is_world_prompt(prompt):
-        raise PromptError(f"the run's prompt {prompt!r} is not a prompt of the procedural world, so it has no ground "
+        raise PromptError(f"the run's prompt {short(prompt)} is not a prompt of the procedural world, so it has no ground "
                           f"truth to evaluate against; {vocabulary()}")
     obj = parse_prompt(prompt)
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    _, rep = load_finished_run(run_dir, device, backend, cfg=cfg)
+    rep = load_view(view, device, backend)
     metrics = {"prompt": prompt, "representation": rep.kind,
+               **({} if view.finished else {"interrupted": True, "model": view.model.name}),
                **evaluate_representation(rep, obj, n_views, resolution, r_precision=True)}
-    write_json(run_dir / "metrics.json", metrics)
-    return metrics
+    write_json(view.folder / "metrics.json", metrics)
+    return json_safe(metrics)
 
 
 def world_evaluator(prompt: str, n_views: int = 16, resolution: int = 64) -> Optional[Callable[[Representation], Dict[str, Any]]]:

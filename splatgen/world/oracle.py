@@ -72,7 +72,7 @@ from torch import Tensor
 
 from ..cameras import DIRECTIONS, Cameras, sample_orbit_cameras
 from ..config import CameraConfig, Config
-from ..errors import PromptError
+from ..errors import PromptError, short
 from ..guidance.base import Guidance
 from .grammar import COLOURS, KINDS, WorldObject, is_world_prompt, make_object, parse_prompt, vocabulary
 from .raycast import render_world
@@ -233,7 +233,7 @@ class WorldGuidance(Guidance):
         if negative_prompt.strip():
             if not is_world_prompt(negative_prompt):
                 raise PromptError(
-                    f"negative prompt {negative_prompt!r} is not an object of the procedural world; the world "
+                    f"negative prompt {short(negative_prompt)} is not an object of the procedural world; the world "
                     f"prior needs an empty negative prompt or a world prompt; {vocabulary()}"
                 )
             neg = parse_prompt(negative_prompt)

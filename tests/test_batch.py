@@ -1,0 +1,156 @@
+"""Batch generation: one folder per prompt, finished exactly once, resumable after a kill, failures recorded and
+retried, two ranks under torchrun splitting the work (CPU, gloo)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from splatgen.batch import generate_many, plan_items, read_manifest, read_prompts
+from splatgen.config import load_config
+from splatgen.errors import ConfigError, PromptError, RunDirError
+from splatgen.rundir import partial_path
+
+TINY = ["run.steps=6", "run.log_every=2", "model.num_points=48", "render.resolution=16", "render.resolution_milestones=[]",
+        "camera.batch_size=1", "guidance.world_views=8", "guidance.world_resolution=16", "run.preview_views=1",
+        "run.preview_resolution=16", "render.backend=torch", "run.progress=off", "densify.enabled=false"]
+PROMPTS = ["a red mug", "a blue chair", "a green car", "a white snowman"]
+
+
+def _batch_cli(*args, cwd, env_extra=None, timeout=300):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "splatgen", "batch", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+def _finished(out: Path):
+    return sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.endswith(".partial"))
+
+
+def test_batch_writes_one_finished_folder_per_prompt_and_reruns_skip(tmp_path):
+    out = tmp_path / "b"
+    res = generate_many(PROMPTS, out, config="world", overrides=TINY)
+    assert res["done"] == 4 and res.get("failed", 0) == 0
+    names = _finished(out)
+    assert names == ["0000-a-red-mug", "0001-a-blue-chair", "0002-a-green-car", "0003-a-white-snowman"]
+    for n in names:
+        assert (out / n / "splats.ply").is_file() and (out / n / "metrics.json").is_file()
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [r["status"] for r in rows] == ["done"] * 4 and all(0.0 <= float(r["iou"]) <= 1.0 for r in rows)
+    html = (out / "index.html").read_text()
+    assert html.count("<figure") == 4 and "0002-a-green-car/previews.png" in html
+    manifest = read_manifest(out)
+    assert sorted(r["name"] for r in manifest) == names and {r["status"] for r in manifest} == {"done"}
+    stamp = (out / names[0] / "splats.ply").stat().st_mtime_ns
+    again = generate_many(PROMPTS, out, config="world", overrides=TINY)
+    assert again["done"] == 4 and len(read_manifest(out)) == 4, "a rerun redoes nothing"
+    assert (out / names[0] / "splats.ply").stat().st_mtime_ns == stamp
+
+
+def test_a_failing_prompt_is_recorded_retried_and_the_rest_finish(tmp_path):
+    out = tmp_path / "b"
+    entries = [{"prompt": "a red mug"},
+               {"prompt": "a blue chair", "overrides": {"optim": {"lr_scales": 1e30}, "run": {"log_every": 1}}},
+               {"prompt": "a green car", "seed": 7}]
+    res = generate_many(entries, out, config="world", overrides=TINY, retries=1)
+    assert res["done"] == 2 and res["failed"] == 1
+    failed = [r for r in read_manifest(out) if r["status"] == "failed"]
+    assert [r["attempt"] for r in failed] == [1, 2] and all("NaN" in r["error"] for r in failed)
+    assert {r["name"] for r in failed} == {"0001-a-blue-chair"}
+    assert load_config([out / "0002-a-green-car" / "config.yaml"]).run.seed == 7
+    rows = {r["name"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert rows["0001-a-blue-chair"]["status"] == "failed" and "NaN" in rows["0001-a-blue-chair"]["error"]
+    assert 'class="failed"' in (out / "index.html").read_text()
+
+
+def test_bad_input_is_reported_with_its_line_before_any_work(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n# only a comment\n")
+    with pytest.raises(PromptError, match="holds no prompts"):
+        read_prompts(empty)
+    bad = tmp_path / "p.jsonl"
+    bad.write_text('{"prompt": "a red mug"}\n{"prompt": "a blue mug", "overrides": {"run": {"stpes": 3}}}\n')
+    with pytest.raises(ConfigError, match=r"p.jsonl:2: .*run.stpes"):
+        plan_items(read_prompts(bad), "world", TINY, source=str(bad))
+    bad.write_text('{"prompt": "a red mug"}\n[1, 2]\n')
+    with pytest.raises(PromptError, match="p.jsonl:2"):
+        read_prompts(bad)
+    bad.write_text('{"prompt": "a red mug", "colour": "red"}\n')
+    with pytest.raises(ConfigError, match="p.jsonl:1: unknown key"):
+        read_prompts(bad)
+    bad.write_text('{"prompt": "   "}\n')
+    with pytest.raises(PromptError, match="p.jsonl:1: the prompt is empty"):
+        plan_items(read_prompts(bad), "world", TINY, source=str(bad))
+    binary = tmp_path / "p.txt"
+    binary.write_bytes(b"a red mug\n\x00\x01\x02 garbage\n")
+    with pytest.raises(PromptError, match="p.txt:2"):
+        read_prompts(binary)
+    # the CLI says it in one line, before loading any model, and writes nothing
+    r = _batch_cli(str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_an_out_holding_another_batch_is_refused(tmp_path):
+    out = tmp_path / "b"
+    generate_many(PROMPTS[:1], out, config="world", overrides=TINY)
+    with pytest.raises(RunDirError, match="holds another batch"):
+        generate_many(PROMPTS[:2], out, config="world", overrides=TINY)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    with pytest.raises(RunDirError, match="not empty"):
+        generate_many(PROMPTS[:1], other, config="world", overrides=TINY)
+
+
+def test_sigkill_mid_batch_then_rerun_finishes_every_prompt_exactly_once(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    out = tmp_path / "b"
+    args = [str(prompts), "--out", str(out), "--config", "world", *TINY, "run.steps=24", "run.checkpoint_every=2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, "-m", "splatgen", "batch", *args], cwd=tmp_path, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (out.is_dir() and (out / "0000-a-red-mug").is_dir()
+               and (partial_path(out / "0001-a-blue-chair") / "checkpoints" / "step_000004.pt").is_file()):
+        assert p.poll() is None, p.communicate()[1]
+        assert time.time() - t0 < 240
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (out / "0001-a-blue-chair").exists(), "no half-written folder under a final name"
+    r = _batch_cli(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert _finished(out) == ["0000-a-red-mug", "0001-a-blue-chair", "0002-a-green-car", "0003-a-white-snowman"]
+    assert not list(out.glob("*.partial"))
+    done = [row["name"] for row in read_manifest(out) if row["status"] == "done"]
+    assert sorted(done) == _finished(out), "every prompt recorded done exactly once"
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_two_ranks_under_torchrun_split_the_batch_without_overlap_or_gaps(tmp_path):
+    prompts = tmp_path / "p.txt"
+    many = [f"a {c} {k}" for c in ("red", "blue", "green") for k in ("mug", "chair")]
+    prompts.write_text("\n".join(many) + "\n")
+    out = tmp_path / "b"
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "splatgen", "batch", str(prompts),
+                        "--out", str(out), "--config", "world", *TINY],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(_finished(out)) == 6
+    manifest = read_manifest(out)
+    assert sorted(row["name"] for row in manifest) == _finished(out), "each prompt ran exactly once"
+    assert {row["rank"] for row in manifest} == {0, 1}, "both ranks worked"
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [row["status"] for row in rows] == ["done"] * 6
