@@ -236,7 +236,8 @@ class GuidanceConfig:
     """Hub id or local folder of the diffusion model (diffusers layout), or 'bundled' for the prior shipped with
     splatgen (pixel space, trained on the procedural world); unused by 'world'."""
     dtype: str = "auto"
-    """'auto' (fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16' or 'bf16'."""
+    """'auto' (fp16 on CUDA, fp32 on CPU), 'fast' (fp16 on CUDA; bf16 on CPUs that compute it in hardware,
+    AVX512-BF16 or AMX, else fp32), 'fp32', 'fp16' or 'bf16'."""
     guidance_scale: float = 7.5
     """Classifier-free guidance scale s in uncond + s * (cond - uncond) (the bundled prior's default; Stable
     Diffusion SDS uses about 100, configs/sd21.yaml)."""
@@ -272,7 +273,7 @@ class GuidanceConfig:
 
     def validate(self) -> None:
         _choice("guidance", "type", self.type, ["world", "stable-diffusion", "pixel"])
-        _choice("guidance", "dtype", self.dtype, ["auto", "fp32", "fp16", "bf16"])
+        _choice("guidance", "dtype", self.dtype, ["auto", "fast", "fp32", "fp16", "bf16"])
         _choice("guidance", "compile", self.compile, ["off", "unet", "vae", "all"])
         _choice("guidance", "vae", self.vae, ["full", "tiny"])
         _positive("guidance", "guidance_scale", self.guidance_scale, allow_zero=True)

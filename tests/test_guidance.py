@@ -264,6 +264,10 @@ def test_resolve_dtype() -> None:
     assert resolve_dtype("auto", torch.device("cuda")) == torch.float16
     assert resolve_dtype("fp32", "cuda:0") == torch.float32
     assert resolve_dtype("bf16", "cpu") == torch.bfloat16
+    from splatgen.guidance.loading import cpu_has_native_bf16
+
+    assert resolve_dtype("fast", "cpu") == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert resolve_dtype("fast", torch.device("cuda")) == torch.float16
     with pytest.warns(UserWarning, match="fp16 on the CPU"):
         assert resolve_dtype("fp16", "cpu") == torch.float32
     with pytest.raises(ConfigError):

@@ -88,6 +88,11 @@ class UNetGuidance(Guidance):
         self.device = torch.device(device)
         self.dtype = dtype
         self.unet = freeze(unet, self.device, dtype)
+        # On the CPU, oneDNN's convolutions run faster on channels-last tensors (the bundled prior's UNet: 285 ->
+        # 247 ms for 8 samples at 64 x 64 on 2 cores, same numbers to 1e-6); on CUDA cuDNN's default layout stays.
+        self.channels_last = self.device.type == "cpu"
+        if self.channels_last:
+            self.unet.to(memory_format=torch.channels_last)
         #: replay the UNet from CUDA graphs (on CUDA; set by ``splatgen.components.build_guidance`` from ``guidance.cuda_graph``)
         self.cuda_graph = False
         self._graphed: Optional[CudaGraphUNet] = None
@@ -231,7 +236,10 @@ class UNetGuidance(Guidance):
                     self._graphed = CudaGraphUNet(unet)
                 out = self._graphed(x_in.to(self.dtype), t_in, emb)
             else:
-                out = unet(x_in.to(self.dtype), t_in, encoder_hidden_states=emb).sample
+                x = x_in.to(self.dtype)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out = unet(x, t_in, encoder_hidden_states=emb).sample
         if out.shape[1] == 2 * x_in.shape[1]:
             out = out[:, : x_in.shape[1]]  # learned-variance models (DeepFloyd IF) append the variance channels
         return prediction_to_epsilon(out, x_in, t_in, self.alphas_cumprod, self.prediction_type)
