@@ -16,11 +16,14 @@ fi
 mkdir -p "$WEB_ABS"
 
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v chromium >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+# chromium: the browser (its SwiftShader gives WebGL without a GPU); nodejs/npm: only to fetch the viewers from
+# the npm registry. Only what is missing is installed (a machine's own Node.js is left alone).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
-  # chromium: the browser (its SwiftShader gives WebGL without a GPU);
-  # nodejs/npm: only to fetch the viewers from the npm registry.
-  apt-get install -y -qq chromium nodejs npm >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # Pinned so a screenshot today is a screenshot tomorrow. What each one is for:

@@ -308,7 +308,23 @@ def _join_negative_values(argv: List[str]) -> List[str]:
     return out
 
 
+#: libgomp's spin before an idle OpenMP thread sleeps, used unless the user set GOMP_SPINCOUNT or OMP_WAIT_POLICY.
+#: libgomp's default (300000) collapses a run on a busy machine: a thread spins at a barrier while the thread it
+#: waits for is off the CPU. On a 2-core CPU beside a process busy on both cores, the default run took 141 s
+#: against 71 s at 1000 (what libgomp itself uses when one process oversubscribes the CPUs), alone 34.5 s against
+#: 37.5 s (medians of 3; benchmarks/results/perf/cpu_contention.json).
+OPENMP_SPINCOUNT = "1000"
+
+
+def _openmp_spin_default(environ=os.environ) -> None:
+    """Set :data:`OPENMP_SPINCOUNT` before torch (and with it libgomp, which reads it once) loads."""
+    if "torch" in sys.modules or "GOMP_SPINCOUNT" in environ or "OMP_WAIT_POLICY" in environ:
+        return
+    environ["GOMP_SPINCOUNT"] = OPENMP_SPINCOUNT
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    _openmp_spin_default()
     parser = build_parser()
     argv = _join_negative_values(list(sys.argv[1:] if argv is None else argv))
     # key=value overrides may stand before or after options (argparse stops collecting positionals at the

@@ -7,12 +7,10 @@ import errno
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from splatgen.cli import main as cli_main
-from splatgen.rundir import partial_path
 
 TINY = ["run.steps=4", "run.log_every=2", "model.num_points=48", "render.resolution=16", "render.resolution_milestones=[]",
         "camera.batch_size=1", "guidance.world_views=8", "guidance.world_resolution=16", "run.preview_views=1",
@@ -170,3 +168,15 @@ def test_ctrl_c_during_startup_is_one_line(tmp_path):
     assert p.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith("splatgen: interrupted")
     assert not list(tmp_path.rglob("*.partial")), "nothing left behind"
+
+
+@pytest.mark.parametrize("env, expected", [({}, "1000"), ({"GOMP_SPINCOUNT": "5"}, "5"),
+                                           ({"OMP_WAIT_POLICY": "PASSIVE"}, "None")])
+def test_the_cli_shortens_openmp_spinning_before_torch_loads_unless_the_user_chose(env, expected):
+    # libgomp's default spin collapses a CPU run beside another busy process (benchmarks/perf/cpu_contention.py);
+    # the setting only works if it is in the environment before torch loads, and a user's own choice wins.
+    code = ("import os, sys\nfrom splatgen.cli import _openmp_spin_default\nassert 'torch' not in sys.modules\n"
+            "_openmp_spin_default()\nimport torch\nprint(os.environ.get('GOMP_SPINCOUNT'))")
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

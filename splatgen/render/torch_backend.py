@@ -238,10 +238,12 @@ def _pixel_pairs(
         empty = torch.zeros(0, dtype=torch.int64, device=device)
         return empty, empty
     gid = torch.repeat_interleave(torch.arange(counts.shape[0], device=device), counts)
-    k = torch.arange(total, device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-    nx_g = nx[gid]
-    px = x0[gid] + k % nx_g
-    py = y0[gid] + k // nx_g
+    # One gather of every per-Gaussian quantity a pair needs (index_select: one pass, not one per column).
+    start = torch.cumsum(counts, 0) - counts
+    x0_g, y0_g, nx_g, start_g = torch.stack([x0, y0, nx, start], dim=1).index_select(0, gid).unbind(1)
+    k = torch.arange(total, device=device) - start_g
+    px = x0_g + k % nx_g
+    py = y0_g + k // nx_g
     pix = (py - row0) * width + px
     # Pairs come out grouped by Gaussian (depth order); a stable sort by pixel keeps depth order inside
     # each pixel.
@@ -309,7 +311,8 @@ def _composite(
             # would be <= 1e-4 (gsplat's early termination). log T is non-increasing along a pixel's
             # run, so the survivors are, per pixel, a prefix of the non-skipped pairs: dropping the rest
             # leaves every survivor's transmittance unchanged.
-            alpha, sigma = _alpha(table.detach()[gid], pix, width, row0)
+            # only the six columns alpha needs, gathered in one pass
+            alpha, sigma = _alpha(table.detach()[:, :6].contiguous().index_select(0, gid), pix, width, row0)
             keep = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
             log_1m = torch.log1p(-torch.where(keep, alpha, torch.zeros_like(alpha)))
             log_T = _segment_log_transmittance(pix, log_1m)
