@@ -38,9 +38,10 @@ import re
 import socket
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import torch
 
@@ -174,19 +175,27 @@ def plan_items(entries: Sequence[Union[str, Dict[str, Any]]], config=None, overr
 
 
 # -------------------------------------------------------------------------------------------- records
-def _locked_append(folder: Path, name: str, text: str) -> None:
-    """Append to ``folder/name`` under an exclusive lock (ranks on several machines share the file)."""
+@contextmanager
+def _records_lock(folder: Path) -> Iterator[None]:
+    """The batch's records (manifest, summary, gallery) are written by one process at a time: an exclusive lock on
+    ``folder/.records.lock`` (ranks on several machines share the folder)."""
     import fcntl
 
     with open(folder / ".records.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            with open(folder / name, "a", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
+            yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _locked_append(folder: Path, name: str, text: str) -> None:
+    """Append to ``folder/name`` under the records lock."""
+    with _records_lock(folder):
+        with open(folder / name, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def read_manifest(out: Path) -> List[Dict[str, Any]]:
@@ -228,7 +237,15 @@ def item_states(out: Path, items: Sequence[BatchItem]) -> List[Dict[str, Any]]:
 
 
 def write_summary(out: Path, items: Sequence[BatchItem], gallery: bool = True) -> Dict[str, int]:
-    """Rewrite ``summary.csv`` (and ``index.html``) from the manifest and the folders; returns counts by status."""
+    """Rewrite ``summary.csv`` (and ``index.html``) from the manifest and the folders; returns counts by status.
+
+    Read and written under the records lock, so of several ranks finishing together the last one's summary, which
+    sees every other rank's results, is the one that stays."""
+    with _records_lock(out):
+        return _write_summary(out, items, gallery)
+
+
+def _write_summary(out: Path, items: Sequence[BatchItem], gallery: bool) -> Dict[str, int]:
     rows = item_states(out, items)
     cols = ["index", "name", "prompt", "status", "attempts", "seconds", "num_gaussians", "iou", "psnr_fg", "janus",
             "r_precision", "folder", "error"]
@@ -296,18 +313,17 @@ class Rank:
 
 
 def _rank_from_env() -> Rank:
-    """This process's place under torchrun (RANK/WORLD_SIZE/LOCAL_RANK), joining torch.distributed's process
-    group (gloo: it carries only the final barrier); a single process otherwise."""
+    """This process's place under torchrun (RANK/WORLD_SIZE/LOCAL_RANK, set by torch.distributed's launcher); a
+    single process otherwise.
+
+    No process group is formed: the ranks share work through the run folders' claims and never need a
+    collective. (An earlier version joined a gloo group for one final barrier; after torchrun restarted the
+    workers of a group that lost one, gloo's connectFullMesh failed or hung on 2 of 3 tries with torch 2.14,
+    benchmarks/perf/batch_scaling.py --kill-test.)"""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Rank()
-    import datetime
-
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
-    return Rank(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), True)
+    return Rank(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")), True)
 
 
 def _order(n: int, rank: Rank) -> List[int]:
@@ -381,18 +397,14 @@ def generate_many(
     if out.exists() and not out.is_dir():
         raise RunDirError(f"--out {out} is a file; give a folder")
     rank = _rank_from_env()
-    if rank.rank == 0:
-        _check_batch_folder(out, _batch_fingerprint(items, config, overrides), source)
-    elif not (out / BATCH_INFO).is_file():
-        for _ in range(600):  # rank 0 writes batch.json first
-            if (out / BATCH_INFO).is_file():
-                break
+    if rank.rank != 0:  # rank 0 checks the folder and writes batch.json; the others then check they match it
+        deadline = time.monotonic() + 300.0
+        while not (out / BATCH_INFO).is_file() and time.monotonic() < deadline:
             time.sleep(0.1)
-    if rank.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-        _check_batch_folder(out, _batch_fingerprint(items, config, overrides), source)
+        if not (out / BATCH_INFO).is_file():
+            raise RunDirError(f"rank {rank.rank}: {out / BATCH_INFO} did not appear within 300 s; rank 0 did not "
+                              "start the batch (see its error)")
+    _check_batch_folder(out, _batch_fingerprint(items, config, overrides), source)
     device_override = None
     if torch.cuda.is_available() and rank.world_size > 1:
         torch.cuda.set_device(rank.local_rank)
@@ -429,12 +441,6 @@ def generate_many(
         for g in guidances.values():
             g.release()
         counts = write_summary(out, items, gallery)
-    if rank.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-        if rank.rank == 0:
-            counts = write_summary(out, items, gallery)
     rows = item_states(out, items)
     log.info("batch %s: %s", out, ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return {**counts, "rows": rows}
