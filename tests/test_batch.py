@@ -135,15 +135,19 @@ def test_sigkill_mid_batch_then_rerun_finishes_every_prompt_exactly_once(tmp_pat
     assert sorted(done) == _finished(out), "every prompt recorded done exactly once"
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun not installed")
-def test_two_ranks_under_torchrun_split_the_batch_without_overlap_or_gaps(tmp_path):
+def _torchrun_batch_setup(tmp_path: Path):
+    """torchrun's path, a six-prompt file, the batch folder and the environment for the torchrun tests."""
     prompts = tmp_path / "p.txt"
     many = [f"a {c} {k}" for c in ("red", "blue", "green") for k in ("mug", "chair")]
     prompts.write_text("\n".join(many) + "\n")
-    out = tmp_path / "b"
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return torchrun, prompts, tmp_path / "b", dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
+                    reason="torchrun not installed")
+def test_two_ranks_under_torchrun_split_the_batch_without_overlap_or_gaps(tmp_path):
+    torchrun, prompts, out, env = _torchrun_batch_setup(tmp_path)
     r = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "splatgen", "batch", str(prompts),
                         "--out", str(out), "--config", "world", *TINY],
                        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
@@ -178,12 +182,7 @@ def test_a_rank_killed_under_torchrun_is_restarted_and_every_prompt_finishes_onc
     """SIGKILL of worker rank 1 mid-batch: torchrun stops the group and restarts it (--max-restarts), and the
     batch ends with every prompt finished exactly once. (This failed or hung on 2 of 3 tries while the ranks
     formed a gloo process group: its connectFullMesh after the restart; the ranks now form none.)"""
-    prompts = tmp_path / "p.txt"
-    many = [f"a {c} {k}" for c in ("red", "blue", "green") for k in ("mug", "chair")]
-    prompts.write_text("\n".join(many) + "\n")
-    out = tmp_path / "b"
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    torchrun, prompts, out, env = _torchrun_batch_setup(tmp_path)
     p = subprocess.Popen([torchrun, "--standalone", "--nproc_per_node=2", "--max-restarts=2", "-m", "splatgen",
                           "batch", str(prompts), "--out", str(out), "--config", "world", *TINY, "run.steps=30"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
