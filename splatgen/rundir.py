@@ -144,6 +144,21 @@ class _Lock:
         self.fd = -1
 
 
+def _being_written(folder: Path) -> bool:
+    """Whether a live process holds ``folder``'s run lock. A lock file that vanishes while we look belongs to a
+    run being finished: that counts as being written too."""
+    if not (folder / LOCK).exists():
+        return False
+    try:
+        lock = _Lock.try_acquire(folder, create=False)
+    except FileNotFoundError:
+        return True
+    if lock is None:
+        return True
+    lock.release()
+    return False
+
+
 def _owner(folder: Path) -> str:
     try:
         return (folder / LOCK).read_text().strip() or "another process"
@@ -426,14 +441,8 @@ def find_resumable(root: str | Path, prompt: str) -> List[Path]:
                 continue
         except SplatgenError:
             continue
-        if (staging / LOCK).exists():
-            try:
-                lock = _Lock.try_acquire(staging, create=False)
-            except FileNotFoundError:
-                lock = None
-            if lock is None:
-                continue
-            lock.release()
+        if _being_written(staging):
+            continue
         out.append(staging.with_name(staging.name[: -len(PARTIAL)]))
     return out
 
@@ -500,14 +509,8 @@ def find_run(path: str | Path, allow_interrupted: bool = True) -> RunView:
         if not model.is_file():
             raise NotARunError(f"{path} is not a finished run: {model.relative_to(path)} is missing")
         return RunView(path, cfg, True, model)
-    if (path / LOCK).exists():
-        try:
-            lock = _Lock.try_acquire(path, create=False)
-        except FileNotFoundError:
-            lock = None
-        if lock is None:
-            raise NotARunError(f"{path} is being written right now by {_owner(path)}; wait until it finishes")
-        lock.release()
+    if _being_written(path):
+        raise NotARunError(f"{path} is being written right now by {_owner(path)}; wait until it finishes")
     final = path.with_name(path.name[: -len(PARTIAL)])
     resume = f"continue it with: splatgen generate {json.dumps(cfg.prompt)} --out {final} --resume"
     candidates = [path / "interrupted.ply", path / "last_good.ply"] if cfg.model.type != "nerf" else \
