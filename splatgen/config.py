@@ -563,7 +563,7 @@ def load_config(
     (the Python API's keyword overrides); later layers win."""
     base = OmegaConf.structured(Config)
     try:
-        layers = [base]
+        layers, names = [base], ["the defaults"]
         for f in files:
             where, text = read_config_file(f)
             try:
@@ -575,6 +575,7 @@ def load_config(
             if not isinstance(data, type(base)) and data is not None:
                 raise ConfigError(f"{where}: a config file must hold a mapping of sections")
             layers.append(data)
+            names.append(where)
         for o in overrides:
             if "=" not in o:
                 raise ConfigError(f"override {o!r} is not of the form key=value (e.g. run.steps=200)")
@@ -583,9 +584,16 @@ def load_config(
                 layers.append(OmegaConf.from_dotlist([o]))
             except yaml.YAMLError as exc:
                 raise ConfigError(f"override {o!r}: the value is not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+            names.append(f"override {o!r}")
         if extra:
             layers.append(OmegaConf.create(extra))
-        merged = OmegaConf.merge(*layers)
+            names.append("the keyword overrides")
+        merged = layers[0]
+        for layer, name in zip(layers[1:], names[1:]):
+            try:
+                merged = OmegaConf.merge(merged, layer)
+            except (TypeError, ValueError) as exc:  # OmegaConf's own, e.g. a mapping where a list belongs
+                raise ConfigError(f"{name}: a value has the wrong shape for its key ({exc})") from None
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise ConfigError(_explain(exc)) from None

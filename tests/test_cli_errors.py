@@ -50,6 +50,7 @@ def finished_run(tmp_path, capsys, monkeypatch):
     ("render.resolution=100000", "render.resolution"),
     ("model.num_points=100000000", "model.num_points"),
     ("run.device=cuda:x", "run.device"),
+    ("camera.elevation_range={}", "wrong shape"),  # a mapping where a list belongs (found by hypothesis)
 ])
 def test_bad_values_are_refused_up_front(override, needle, tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(["generate", "a red mug", "--config", "world", *TINY, override], capsys, tmp_path, monkeypatch)
