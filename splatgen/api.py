@@ -231,6 +231,8 @@ def run_generation(cfg: Config, run: "Optional[RunFolder]", guidance=None, profi
     except BaseException:
         if live is not None:
             live.close()
+        if own_guidance and guidance is not None:
+            guidance.release()  # built here and never used: free its memory now (a batch keeps its own)
         if run is not None:
             run.release() if run.resumed and run.saved_step() is not None else run.abandon()
         raise

@@ -264,9 +264,10 @@ def _cmd_view(args) -> int:
 def _unquoted_prompt_hint(args, overrides: List[str]) -> str:
     """When words of an unquoted prompt were taken for overrides, say how to quote it."""
     words = [o for o in overrides if "=" not in o and not o.startswith("-")]
-    if getattr(args, "prompt", None) and words:
-        return f'; if "{" ".join([args.prompt, *words])}" is the prompt, quote it: splatgen {args.command} "{" ".join([args.prompt, *words])}"'
-    return ""
+    if not (getattr(args, "prompt", None) and words):
+        return ""
+    whole = " ".join([args.prompt, *words])
+    return f'; if "{whole}" is the prompt, quote it: splatgen {args.command} "{whole}"'
 
 
 class _StderrHandler(logging.StreamHandler):

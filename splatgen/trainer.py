@@ -74,16 +74,25 @@ def estimate_memory(cfg: Config) -> int:
     """A rough lower bound of the bytes a run needs at its largest (guidance weights not counted): the Gaussians'
     parameters with their gradients and Adam moments at the densification cap, and the renders of one step at
     the largest resolution with what autograd keeps of them. Meant to refuse sizes that cannot fit, up front."""
-    m, d, r = cfg.model, cfg.densify, cfg.render
-    side = max([r.resolution] + [int(x[1]) for x in r.resolution_milestones])
-    pixels = cfg.camera.batch_size * side * side
+    m = cfg.model
+    pixels = cfg.camera.batch_size * _largest_side(cfg) ** 2
     if m.type == "nerf":
         n = cfg.nerf
         samples = pixels * (n.num_steps + n.upsample_steps)
         return samples * 4 * (3 + n.num_levels * n.level_dim + 2 * n.hidden_dim) * 2
     floats = 14 + 3 * ((m.sh_degree + 1) ** 2 - 1)  # means 3, scales 3, quats 4, opacity 1, sh0 3, shN
-    gaussians = max(m.num_points, d.max_gaussians if d.enabled else 0)
-    return gaussians * floats * 4 * 4 + pixels * 4 * 64
+    return _most_gaussians(cfg) * floats * 4 * 4 + pixels * 4 * 64
+
+
+def _largest_side(cfg: Config) -> int:
+    """The largest render side of the run (its resolution milestones included)."""
+    r = cfg.render
+    return max([r.resolution] + [int(x[1]) for x in r.resolution_milestones])
+
+
+def _most_gaussians(cfg: Config) -> int:
+    """The most Gaussians the run can hold: the initial count, or the densification cap when it densifies."""
+    return max(cfg.model.num_points, cfg.densify.max_gaussians if cfg.densify.enabled else 0)
 
 
 def check_memory(cfg: Config, device: torch.device) -> None:
@@ -93,8 +102,7 @@ def check_memory(cfg: Config, device: torch.device) -> None:
         gib = 1024**3
         raise DeviceError(
             f"this config needs at least {need / gib:.1f} GiB on {device} (Gaussians up to "
-            f"{max(cfg.model.num_points, cfg.densify.max_gaussians)}, {cfg.camera.batch_size} views of up to "
-            f"{max([cfg.render.resolution] + [int(x[1]) for x in cfg.render.resolution_milestones])} px) but "
+            f"{_most_gaussians(cfg)}, {cfg.camera.batch_size} views of up to {_largest_side(cfg)} px) but "
             f"{free / gib:.1f} GiB is free; lower render.resolution, camera.batch_size, model.num_points or "
             "densify.max_gaussians"
         )
@@ -230,6 +238,9 @@ class Trainer:
         #: set by request_stop() (a signal handler): the loop saves and stops at the next step boundary.
         self.stop_signal: Optional[int] = None
         self.first_step_seconds = 0.0
+        # This session's start and the seconds its evaluations took (set by train()).
+        self._start: Optional[float] = None
+        self._eval_seconds = 0.0
 
     def request_stop(self, signum: int = 2) -> None:
         """Stop after the step in progress, keeping everything needed to continue (safe from a signal handler)."""
@@ -268,7 +279,7 @@ class Trainer:
         self._last_good, self._last_good_step = self.rep.state(), self.start_step
 
     def _session_seconds(self) -> float:
-        if getattr(self, "_start", None) is None:
+        if self._start is None:
             return 0.0
         return time.perf_counter() - self._start - self._eval_seconds
 
