@@ -88,8 +88,9 @@ class UNetGuidance(Guidance):
         self.device = torch.device(device)
         self.dtype = dtype
         self.unet = freeze(unet, self.device, dtype)
-        # On the CPU, oneDNN's convolutions run faster on channels-last tensors (the bundled prior's UNet: 285 ->
-        # 247 ms for 8 samples at 64 x 64 on 2 cores, same numbers to 1e-6); on CUDA cuDNN's default layout stays.
+        # On the CPU, oneDNN's convolutions run faster on channels-last tensors (the bundled prior's UNet, 8 samples
+        # at 64 x 64 on 2 cores: 4-17% faster in fp32 and bf16, the same outputs; benchmarks/results/perf/cpu_unet.json);
+        # on CUDA cuDNN's default layout stays.
         self.channels_last = self.device.type == "cpu"
         if self.channels_last:
             self.unet.to(memory_format=torch.channels_last)
