@@ -50,6 +50,8 @@ class GenerationResult:
     rep: Optional[Representation] = None
     evals: List[dict] = field(default_factory=list)
     """Ground-truth metrics every ``run.eval_every`` steps (procedural-world prompts)."""
+    distillation: Dict[str, Any] = field(default_factory=dict)
+    """The loss of the run and its measured cost (prior calls and rows per step)."""
     timings: Dict[str, float] = field(default_factory=dict)
     """Wall-clock seconds of the phases of ``generate``: setup (config, guidance and text encoding, model),
     optimisation (including any ``run.eval_every`` evaluations, which ``seconds`` leaves out), export (.ply,
@@ -242,7 +244,7 @@ def run_generation(cfg: Config, run: "Optional[RunFolder]", guidance=None, profi
             tr = trainer.train()
         t_train = time.perf_counter()
         result = GenerationResult(tr.model, cfg, run.final if run is not None else None, tr.history, tr.stage_ms,
-                                  tr.seconds, rep=tr.rep, evals=tr.evals)
+                                  tr.seconds, rep=tr.rep, evals=tr.evals, distillation=tr.distillation)
         if run is not None:
             run.save_splats(splats_name(cfg), tr.rep.splat_params())
             if cfg.run.preview_views > 0:
@@ -260,7 +262,7 @@ def run_generation(cfg: Config, run: "Optional[RunFolder]", guidance=None, profi
             summary = {"prompt": cfg.prompt, "representation": tr.rep.kind, "seconds": round(tr.seconds, 3),
                        "steps": tr.steps, **tr.rep.scalars(), "device": str(trainer.device),
                        "threads": torch.get_num_threads() if trainer.device.type == "cpu" else None,
-                       "stage_ms": tr.stage_ms}
+                       "stage_ms": tr.stage_ms, "distillation": tr.distillation}
 
             def write_summary() -> None:
                 run.write_summary({**summary, "timings_s": {k: round(v, 3) for k, v in result.timings.items()}})

@@ -35,6 +35,12 @@ def _positive(section: str, name: str, value: float, allow_zero: bool = False) -
         raise ConfigError(f"{section}.{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
 
+#: the score-distillation losses ``guidance.loss`` allows; :data:`splatgen.guidance.losses.LOSSES` implements
+#: them (a test pins the two together).
+LOSS_NAMES = ("sds", "csd", "nfsd", "ism", "vsd")
+#: the estimators of VSD's render distribution (``guidance.vsd_estimator``; :data:`splatgen.guidance.losses.VSD_ESTIMATORS`)
+VSD_ESTIMATOR_NAMES = ("auto", "lora", "renders")
+
 #: the largest image side any setting may ask for (renders, previews, views).
 MAX_SIDE = 4096
 #: the most Gaussians any setting may ask for (gsplat's largest published scenes hold a few million).
@@ -245,6 +251,41 @@ class GuidanceConfig:
     """Prompt whose prediction replaces the unconditional one (empty: the plain unconditional)."""
     view_dependent: bool = True
     """Append ', front view' / ', side view' / ', back view' / ', overhead view' to the prompt per view."""
+    loss: str = "sds"
+    """Score-distillation loss (splatgen/guidance/losses.py has each formula): 'sds' (score distillation sampling:
+    DreamFusion, Poole et al. 2022), 'csd' (classifier score distillation, the classifier-free direction alone: Yu
+    et al. 2023), 'nfsd' (noise-free score distillation: Katzir et al., ICLR 2024), 'ism' (interval score matching
+    on a DDIM-inverted trajectory: LucidDreamer, Liang et al., CVPR 2024; guidance.ism_*) or 'vsd' (variational
+    score distillation against a model of the renders trained alongside: ProlificDreamer, Wang et al., NeurIPS
+    2023; guidance.vsd_*). Each works with every guidance type and with guidance.perp_neg."""
+    perp_neg: bool = False
+    """Perp-Neg (Armandpour et al. 2023): each view's positive prompt interpolates the direction prompts by azimuth,
+    and the directions the view must not show are pushed away along their component perpendicular to the positive
+    direction only (front views away from 'side', back views away from 'front' and 'side'). Two more prior rows
+    per view; needs guidance.view_dependent."""
+    perp_neg_weight: float = 1.0
+    """Multiplier of Perp-Neg's negative weights (1: the paper's and threestudio's curves, up to 1.97 for 'front'
+    on a back view)."""
+    nfsd_t_small: float = 0.2
+    """'nfsd': below this fraction of the training timesteps the domain term is the empty prompt's prediction
+    (the paper's t < 200 of 1000); above it, the empty prompt's minus the negative prompt's."""
+    ism_interval: float = 0.05
+    """'ism': the interval delta between s = t - delta and t, as a fraction of the training timesteps
+    (LucidDreamer anneals it from 100 to 25 of 1000)."""
+    ism_inversion_steps: int = 3
+    """'ism': DDIM inversion steps from the render to s (each one prior call of one row per view; LucidDreamer's
+    default goes up to 5 steps of 200)."""
+    vsd_estimator: str = "auto"
+    """'vsd': the model of the renders' distribution: 'lora' (a LoRA of the prior's UNet with a camera embedding,
+    trained on the renders: ProlificDreamer's; needs a UNet), 'renders' (the exact denoiser of the last
+    guidance.vsd_buffer renders of the same view direction: no training, any prior) or 'auto' (lora where the prior
+    has a UNet, else renders)."""
+    vsd_lora_rank: int = 4
+    """'vsd' with the LoRA estimator: rank of the adapters on the UNet's attention projections."""
+    vsd_lr: float = 1e-3
+    """'vsd' with the LoRA estimator: AdamW learning rate of the adapters and the camera embedding."""
+    vsd_buffer: int = 16
+    """'vsd' with the renders estimator: how many recent renders it holds."""
     weighting: str = "sds"
     """w(t) of the SDS gradient: 'sds' (1 - abar_t, DreamFusion), 'uniform' (1), 'snr' (sqrt(abar_t) (1 - abar_t))
     or 'dreamtime' (the TP-SDS prior W_d W_p normalised to mean 1 over the timestep range)."""
@@ -278,6 +319,23 @@ class GuidanceConfig:
         _choice("guidance", "vae", self.vae, ["full", "tiny"])
         _positive("guidance", "guidance_scale", self.guidance_scale, allow_zero=True)
         _choice("guidance", "weighting", self.weighting, ["sds", "uniform", "snr", "dreamtime"])
+        _choice("guidance", "loss", self.loss, LOSS_NAMES)
+        _choice("guidance", "vsd_estimator", self.vsd_estimator, VSD_ESTIMATOR_NAMES)
+        _positive("guidance", "perp_neg_weight", self.perp_neg_weight, allow_zero=True)
+        if self.perp_neg and not self.view_dependent:
+            raise ConfigError("guidance.perp_neg=true needs guidance.view_dependent=true (its prompts are the view "
+                              "directions)")
+        if not 0.0 <= self.nfsd_t_small <= 1.0:
+            raise ConfigError(f"guidance.nfsd_t_small={self.nfsd_t_small} must be a fraction in [0, 1]")
+        if not 0.0 < self.ism_interval < 1.0:
+            raise ConfigError(f"guidance.ism_interval={self.ism_interval} must be a fraction in (0, 1)")
+        if not 1 <= self.ism_inversion_steps <= 50:
+            raise ConfigError(f"guidance.ism_inversion_steps={self.ism_inversion_steps} must be in [1, 50]")
+        if not 1 <= self.vsd_lora_rank <= 256:
+            raise ConfigError(f"guidance.vsd_lora_rank={self.vsd_lora_rank} must be in [1, 256]")
+        _positive("guidance", "vsd_lr", self.vsd_lr)
+        if not 1 <= self.vsd_buffer <= 4096:
+            raise ConfigError(f"guidance.vsd_buffer={self.vsd_buffer} must be in [1, 4096]")
         _positive("guidance", "grad_clip", self.grad_clip, allow_zero=True)
         _positive("guidance", "world_views", self.world_views)
         _positive("guidance", "world_resolution", self.world_resolution)

@@ -1,17 +1,25 @@
-"""Score distillation sampling (SDS) as pure functions: the PyTorch reference.
+"""Score distillation as pure functions: the PyTorch reference of the fused gradient, and the diffusion
+arithmetic the losses of :mod:`splatgen.guidance.losses` share (noising, DDIM steps, exact denoisers).
 
 The fused Triton kernel in ``splatgen_kernels.sds`` computes exactly :func:`sds_gradient` in one pass and
-is tested against it.
+is tested against it. Every loss of splatgen goes through that one gradient,
+
+    grad = w(t) (eps_null + s (eps_cond - eps_null) - baseline)
+
+and differs in what it puts in its slots: SDS measures the guided prediction against the injected noise,
+CSD against ``eps_null`` (the classifier-free direction alone), NFSD against zero or a negative prompt's
+prediction, ISM against the empty prompt's prediction at the start of an interval, VSD against a model of
+the renders' own distribution (see the table in :mod:`splatgen.guidance.losses`).
 
 Notation: x0 are the rendered latents (or pixels) with gradient, t the timesteps [B], abar the cumulative
-product of the noise schedule's alphas, ``noise`` the sampled epsilon, and the diffusion model's output
-``eps_pred`` stacks the unconditional (or negative-prompt) half first and the conditional half second,
-``[2B, ...]``, as one batched UNet call produces it.
+product of the noise schedule's alphas, ``noise`` the sampled epsilon (or, generally, the baseline), and the
+diffusion model's output ``eps_pred`` stacks the unconditional (or negative-prompt) half first and the
+conditional half second, ``[2B, ...]``, as one batched UNet call produces it.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -28,6 +36,51 @@ def add_noise(x0: Tensor, noise: Tensor, t: Tensor, alphas_cumprod: Tensor) -> T
     """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, per sample."""
     abar = alphas_cumprod.to(x0.device, torch.float32)[t].view(-1, *([1] * (x0.dim() - 1)))
     return (abar.sqrt() * x0.float() + (1.0 - abar).sqrt() * noise.float()).to(x0.dtype)
+
+
+def ddim_step(x: Tensor, eps: Tensor, abar_from: Tensor, abar_to: Tensor) -> Tensor:
+    """One deterministic DDIM step (eta = 0) of [B, ...] samples from noise level ``abar_from`` to ``abar_to``
+    ([B] each; a larger ``abar_to`` denoises, a smaller one is DDIM *inversion*), in float32:
+
+        x0_hat = (x - sqrt(1 - abar_from) eps) / sqrt(abar_from)
+        x'     = sqrt(abar_to) x0_hat + sqrt(1 - abar_to) eps
+    """
+    view = (-1, *([1] * (x.dim() - 1)))
+    a0 = abar_from.to(x.device, torch.float32).view(view)
+    a1 = abar_to.to(x.device, torch.float32).view(view)
+    e = eps.float()
+    x0_hat = (x.float() - (1.0 - a0).sqrt() * e) / a0.sqrt()
+    return a1.sqrt() * x0_hat + (1.0 - a1).sqrt() * e
+
+
+def posterior_mean(x_t: Tensor, abar: Tensor, points: Tensor, masks: Optional[Tensor] = None,
+                   log_prior: Optional[Tensor] = None) -> Tensor:
+    """The exact denoiser of a mixture of point masses (the world's oracle prior; VSD's estimator of the renders).
+
+    Args:
+        x_t: [B, D] noisy samples.
+        abar: [B] cumulative alphas of their timesteps.
+        points: [V, D] the data points y_i.
+        masks: [B, V] bool, which points each sample's distribution holds (None: all), uniformly.
+        log_prior: [B, V] log of each point's prior mass per sample (-inf: not held), instead of ``masks``.
+
+    Returns:
+        [B, D] float64 ``sum_i softmax_i(log p_i - ||x_t - sqrt(abar) y_i||^2 / (2 (1 - abar))) y_i``, computed
+        with ``||x||^2 - 2 sqrt(abar) x.y + abar ||y||^2`` and a max-subtracted softmax, so it is exact at
+        every timestep.
+    """
+    x = x_t.to(torch.float64)
+    Y = points.to(device=x.device, dtype=torch.float64)
+    a = abar.to(device=x.device, dtype=torch.float64)
+    sa = a.sqrt()[:, None]
+    d2 = (x * x).sum(-1, keepdim=True) - 2.0 * sa * (x @ Y.T) + a[:, None] * (Y * Y).sum(-1)[None]
+    logits = -d2.clamp_min(0.0) / (2.0 * (1.0 - a))[:, None]
+    if masks is not None:
+        logits = logits.masked_fill(~masks.to(x.device), float("-inf"))
+    if log_prior is not None:
+        logits = logits + log_prior.to(x.device, torch.float64)
+    w = torch.softmax(logits, dim=-1)
+    return w @ Y
 
 
 def sds_weight(t: Tensor, alphas_cumprod: Tensor, kind: str = "sds", dreamtime_prior: Tensor | None = None) -> Tensor:
@@ -64,7 +117,7 @@ def sds_gradient(
 
     Args:
         eps_pred: [2B, ...] model predictions, unconditional half first.
-        noise: [B, ...] the noise that was added.
+        noise: [B, ...] the noise that was added (for SDS; every other loss puts its baseline here).
         weight: [B] per-sample w(t).
         guidance_scale: CFG scale s.
         grad_clip: clip every element to [-grad_clip, grad_clip] when > 0.

@@ -28,14 +28,15 @@ from .cameras import Cameras, evenly_spaced_cameras, sample_orbit_cameras
 from .config import Config
 from .errors import DeviceError, NonFiniteError, RunInterrupted
 from .guidance.base import Guidance
+from .guidance.losses import DistillationLoss, build_loss
 from .kernels_glue import resolve_kernel_backend, sds_loss
 from .render import make_background
 from .representation import Representation, build_representation
-from .sds import add_noise, sds_weight
+from .sds import sds_weight
 
 log = logging.getLogger("splatgen")
 
-STAGES = ("render", "vae", "unet", "sds", "backward_vae", "backward_render", "optimizer", "densify")
+STAGES = ("render", "vae", "unet", "sds", "backward_vae", "backward_render", "optimizer", "densify", "estimator")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -177,6 +178,8 @@ class TrainResult:
     """The periodic ground-truth evaluations (``run.eval_every``), one dict per checkpoint."""
     first_step_seconds: float = 0.0
     """Wall-clock of the first step of this session (compilation, graph capture and autotuning land there)."""
+    distillation: Dict[str, Any] = field(default_factory=dict)
+    """The loss and what it cost: prior calls and rows (samples) per step, measured."""
 
     @property
     def model(self):
@@ -212,11 +215,14 @@ class Trainer:
         # generator, so two runs that differ only in the representation see the same cameras, backgrounds,
         # timesteps and noise.
         self.rep_gen = torch.Generator().manual_seed(cfg.run.seed + 2)
+        # The loss's own draws (VSD's estimator training), apart from the others for the same reason.
+        self.loss_gen = torch.Generator().manual_seed(cfg.run.seed + 3)
 
         self.guidance = guidance
         # A guidance handed in with its embeddings already set (benchmarks with random embeddings) is used as is.
         if not self.guidance.text_ready:
             self.guidance.prepare_text(cfg.prompt, cfg.guidance.negative_prompt, cfg.guidance.view_dependent)
+        self.loss: DistillationLoss = build_loss(cfg.guidance, self.guidance, cfg.camera.overhead_elevation, cfg.run.seed)
         self.background_kind = self.guidance.required_background or cfg.render.background
         if self.background_kind != cfg.render.background:
             log.info("guidance %s needs a %s background; using it", type(self.guidance).__name__, self.background_kind)
@@ -256,6 +262,8 @@ class Trainer:
             "rng": self.gen.get_state(),
             "rep_rng": self.rep_gen.get_state(),
             "noise_rng": self.noise_gen.get_state(),
+            "loss_rng": self.loss_gen.get_state(),
+            "loss": self.loss.state_dict(),
             "history": list(self._history),
             "evals": list(self._evals),
             "seconds": self._seconds_before + self._session_seconds(),
@@ -271,6 +279,9 @@ class Trainer:
         self.gen.set_state(payload["rng"])
         self.rep_gen.set_state(payload["rep_rng"])
         self.noise_gen.set_state(payload["noise_rng"].to(self.noise_gen.get_state().device))
+        if "loss_rng" in payload:
+            self.loss_gen.set_state(payload["loss_rng"])
+        self.loss.load_state_dict(payload.get("loss"))
         self.start_step = int(payload["step"])
         self._history = list(payload.get("history", []))
         self._evals = list(payload.get("evals", []))
@@ -291,10 +302,12 @@ class Trainer:
         with T("densify"):  # the structural updates: the NeRF's occupancy grid (Gaussians: schedules only)
             rep.begin_step(step)
         c = cfg.camera
-        cams = sample_orbit_cameras(
+        # The loss reads the cameras' angles on the CPU (no device round trip); the renderer gets them on the device.
+        cams_cpu = sample_orbit_cameras(
             c.batch_size, res, self.gen, c.elevation_range, c.azimuth_range, c.radius_range, c.fovy_range,
             front_half_angle=c.front_half_angle, overhead_elevation=c.overhead_elevation,
-        ).to(self.device)
+        )
+        cams = cams_cpu.to(self.device)
         bg = make_background(self.background_kind, c.batch_size, cfg.render.background_color, self.gen, self.device)
         t = self.schedule(step, c.batch_size, self.gen).to(self.device)
 
@@ -305,14 +318,13 @@ class Trainer:
         images_leaf = images.detach().requires_grad_(True)
         with T("vae"):
             x0 = self.guidance.encode(images_leaf)
-        with T("unet"):
+        with T("unet"):  # the loss's prior calls: the noisy input, the guided pair and its baseline
             noise = torch.randn(x0.shape, generator=self.noise_gen, device=self.device, dtype=torch.float32)
-            x_t = add_noise(x0.detach(), noise, t, self.guidance.alphas_cumprod)
-            eps = self.guidance.predict_noise(x_t, t, cams.directions)
+            terms = self.loss.terms(x0.detach(), t, cams_cpu, noise)
         with T("sds"):
             w = sds_weight(t, self.guidance.alphas_cumprod, cfg.guidance.weighting, self.schedule.prior)
-            loss, sstats = sds_loss(self.kernel_backend, x0, eps, noise, w, cfg.guidance.guidance_scale,
-                                    cfg.guidance.grad_clip)
+            loss, sstats = sds_loss(self.kernel_backend, x0, terms.eps_pair, terms.baseline, w,
+                                    cfg.guidance.guidance_scale, cfg.guidance.grad_clip)
         with T("backward_vae"):
             loss.backward()
         with T("backward_render"):
@@ -329,6 +341,8 @@ class Trainer:
             event = rep.after_step(step)
             if event is not None:
                 self._log(event)
+        with T("estimator"):  # VSD trains its model of the renders here (other losses: nothing)
+            self.loss.after_backward(x0.detach(), t, cams_cpu, self.loss_gen)
         return StepOutput(loss.detach(), sstats["grad_norm"], sstats["num_nonfinite"], t, res)
 
     # ------------------------------------------------------------------ the loop
@@ -407,7 +421,10 @@ class Trainer:
             self.save_checkpoint(total, name="final.pt")
             for name in ("resume.pt", "interrupted.pt"):
                 self.run.remove_checkpoint(name)
-        return TrainResult(self.rep, history, stage_ms, seconds, total, evals, self.first_step_seconds)
+        distillation = {**self.loss.describe(), "prior_calls_per_step": round(self.loss.calls / steps_here, 3),
+                        "prior_rows_per_step": round(self.loss.rows / steps_here, 3)}
+        self.loss.release()
+        return TrainResult(self.rep, history, stage_ms, seconds, total, evals, self.first_step_seconds, distillation)
 
     def _interrupt(self, done: int, signum: int) -> RunInterrupted:
         """Keep the model (the small .ply first, so a second signal during the large checkpoint still leaves it)

@@ -7,6 +7,10 @@ Computes exactly ``splatgen.sds.sds_gradient`` (the PyTorch reference) in one re
     grad    = 0 where grad is NaN or +-Inf            (counted in num_nonfinite)
     grad_norm = ||grad||_2,  loss = 0.5 * ||grad||^2
 
+Every score-distillation loss of splatgen goes through this one gradient: ``noise`` is the loss's baseline (SDS's
+injected noise, CSD's unconditional prediction, NFSD's zero or negative-prompt prediction, ISM's prediction at the
+start of its interval, VSD's model of the renders; see ``splatgen.guidance.losses``).
+
 Shapes (S is any trailing shape, e.g. latents [4, 64, 64] or pixels [3, 512, 512]):
 
     eps_pred  [2B, *S]  fp32 / fp16 / bf16, unconditional (or negative-prompt) half first

@@ -1,11 +1,21 @@
 # Source this at the start of every command on the GPU machine (see benchmarks/README.md):
 #   source benchmarks/device/setup.sh
-# It installs the carried wheels (.whl/) into /tmp/site, and either loads a gsplat CUDA extension carried
+# It installs the carried wheels (.whl/, or .whlxz/site.tar.xz: the same unpacked and compressed) into /tmp/site,
+# and either loads a gsplat CUDA extension carried
 # from an earlier call (.gsplat_build/gsplat_cuda.so, or xz-compressed as .gsplat_xz/gsplat_cuda.so.xz: 2 MB
 # instead of 16 MB, which keeps the carried tree under the 64 MiB limit) or builds it once (about 70 s on the
 # H100) and copies it to $OUT so the next call can carry it.
 set -e
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+if ls .whl/*.whl > /dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+elif [ -f .whlxz/site.tar.xz ]; then
+  # The same wheels unpacked into one folder and xz-compressed (9 MB instead of 18 MB of wheels: the carried tree
+  # must stay under 64 MiB beside the 45 MB bundled prior). Make it here with:
+  #   mkdir flat && for w in .whl/*.whl; do (cd flat && unzip -qo ../$w); done && tar -cf - -C flat . | xz -9e > .whlxz/site.tar.xz
+  mkdir -p /tmp/site && tar -xJf .whlxz/site.tar.xz -C /tmp/site
+else
+  echo "setup.sh: no wheels carried (.whl/*.whl or .whlxz/site.tar.xz)" >&2
+fi
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 export MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 TORCH_EXTENSIONS_DIR=/tmp/torch_ext

@@ -3,14 +3,20 @@
     python benchmarks/suite/quality.py --out benchmarks/results/suite/quality.jsonl \
         --priors world --methods gaussians-tpsds gaussians-uniform gaussians-linear nerf-sds --seeds 0 1 2
     python benchmarks/suite/quality.py --small --out /tmp/q.jsonl     # CPU smoke size (the suite's CI test)
+    python benchmarks/suite/quality.py --out q.jsonl --priors bundled --prompt-set 20 --seeds 0 1 2 \
+        --methods sds csd nfsd ism vsd sds+perpneg --previews previews/     # the losses (benchmarks/suite/losses.py)
 
 Each run is one ``splatgen.generate`` with ``run.eval_every`` set: every ``--evals``-th of the run it is scored
 against the ground truth (silhouette IoU, foreground PSNR, Chamfer, Janus, evaluator R-precision; see
 ``splatgen.world.metrics``) and one JSON line is written per checkpoint. ``train_seconds`` is the
 optimisation wall-clock up to that checkpoint; the evaluations themselves are not counted.
 
-Methods differ in exactly one thing each: the timestep schedule (``gaussians-*``) or the representation
-(``nerf-sds``: the NeRF baseline with DreamFusion's uniform t, stable-dreamfusion's batch of one view).
+Methods differ in exactly one thing each: the timestep schedule (``gaussians-*``), the representation
+(``nerf-sds``: the NeRF baseline with DreamFusion's uniform t, stable-dreamfusion's batch of one view), or the
+score-distillation loss (``sds``, ``csd``, ``nfsd``, ``ism``, ``vsd``, each alone and with ``+perpneg``; see
+``splatgen.guidance.losses``). ``--variant NAME KEY=VALUE ...`` adds a method defined on the command line (for
+sweeps), and a method whose overrides set ``run.steps`` runs that many steps (the equal-wall-clock rows).
+``--previews DIR`` keeps four views of every final model as a PNG for the montage of ``losses.py``.
 Priors: ``world`` is the exact oracle (``configs/world.yaml``), ``bundled`` the shipped 64 px diffusion model
 (``configs/default.yaml``).
 
@@ -45,6 +51,10 @@ METHODS: Dict[str, tuple] = {
     "gaussians-linear": ([], ["schedule.timestep=linear"]),
     "nerf-sds": (["nerf"], ["schedule.timestep=uniform"]),
 }
+#: the score-distillation losses, each alone and with Perp-Neg (everything else is the prior's default config)
+for _loss in ("sds", "csd", "nfsd", "ism", "vsd"):
+    METHODS[_loss] = ([], [f"guidance.loss={_loss}", "guidance.perp_neg=false"])
+    METHODS[f"{_loss}+perpneg"] = ([], [f"guidance.loss={_loss}", "guidance.perp_neg=true"])
 PRIORS = {"world": "world", "bundled": "default"}
 
 #: ten objects, the nine with a front and a back plus the rocket (the world/oracle track)
@@ -57,12 +67,23 @@ PROMPTS_20 = PROMPTS_10 + (
     "a brown table", "a green tree", "a pink donut", "a red mushroom", "a white rocket",
     "a blue mug", "an orange chair", "a pink house", "a red lamp", "a yellow teapot",
 )
-PROMPT_SETS = {"10": PROMPTS_10, "20": PROMPTS_20}
+#: sixteen more world prompts, none of them in the sets above (all with a front and a back; four are
+#: held-out pairs of the bundled prior): where settings are tuned, so the 20-prompt table is not tuned on
+PROMPTS_OTHER_16 = (
+    "a green mug", "a white chair", "a red house", "a blue snowman", "a yellow car", "a white lamp",
+    "a blue penguin", "a green teapot", "a red robot", "a black chair", "a purple car", "a brown house",
+    "a black snowman", "a pink car", "a purple penguin", "a white robot",
+)
+PROMPT_SETS = {"10": PROMPTS_10, "20": PROMPTS_20, "other16": PROMPTS_OTHER_16}
 
 METRICS = ("iou", "psnr_fg", "chamfer", "janus", "r_precision", "depth_abs_err")
 
 
 def method_steps(method: str, args) -> int:
+    """The method's own ``run.steps`` override (equal-wall-clock rows), else the suite's steps."""
+    for o in METHODS[method][1]:
+        if o.startswith("run.steps="):
+            return int(o.split("=", 1)[1])
     return args.nerf_steps if method.startswith("nerf") else args.gaussian_steps
 
 
@@ -71,7 +92,7 @@ def job_overrides(job: dict, args) -> List[str]:
     every = max(1, steps // args.evals)
     o = [f"run.steps={steps}", f"run.eval_every={every}", f"run.seed={job['seed']}", "run.evaluate=false",
          "run.preview_views=0", "run.progress=off", f"run.log_every={every}"]
-    o += METHODS[job["method"]][1]
+    o += [x for x in job["method_overrides"] if not x.startswith("run.steps=")]
     if args.small:
         o += ["model.num_points=200", "render.resolution=24", "camera.batch_size=2", "guidance.world_views=24",
               "guidance.world_resolution=24", "nerf.num_levels=4", "nerf.log2_hashmap_size=12",
@@ -85,7 +106,7 @@ def run_job(job: dict, args) -> List[dict]:
 
     import splatgen
 
-    files = [PRIORS[job["prior"]], *METHODS[job["method"]][0]]
+    files = [PRIORS[job["prior"]], *job["method_files"]]
     t0 = time.perf_counter()
     result = splatgen.generate(job["prompt"], config=files, overrides=job_overrides(job, args))
     wall = time.perf_counter() - t0
@@ -96,11 +117,33 @@ def run_job(job: dict, args) -> List[dict]:
             "seed": job["seed"], "step": e["step"], "steps_total": job["steps"], "train_seconds": e["train_seconds"],
             **{k: e.get(k) for k in METRICS}, "num_elements": e.get("num_elements"),
             "run_wall_seconds": round(wall, 2), "device": str(result.rep.device),
+            "prior_rows_per_step": result.distillation.get("prior_rows_per_step"),
+            "prior_calls_per_step": result.distillation.get("prior_calls_per_step"),
         })
+    if args.previews is not None and not job.get("warmup"):
+        save_previews(result, Path(args.previews) / preview_name(job))
     del result
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return rows
+
+
+def preview_name(job: dict) -> str:
+    """File name of a run's previews: ``<prior>__<method>__<prompt>__s<seed>.png`` (spaces as '-')."""
+    return f"{job['prior']}__{job['method']}__{job['prompt'].replace(' ', '-')}__s{job['seed']}.png"
+
+
+def save_previews(result, path: Path, views: int = 4, size: int = 96) -> None:
+    """Four views of the final model side by side (azimuths 0, 90, 180, 270 at 15 deg elevation), as one PNG."""
+    import numpy as np
+    from PIL import Image
+
+    from splatgen.trainer import preview_cameras
+
+    img = result.render(cameras=preview_cameras(views, size, result.rep.device))
+    row = (img.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(list(row), axis=1)).save(path)
 
 
 def _worker(index: int, gpu: int | None, jobs: "mp.Queue", out_path: str, args, timing: bool = False) -> None:
@@ -122,7 +165,7 @@ def _worker(index: int, gpu: int | None, jobs: "mp.Queue", out_path: str, args, 
                 # untimed copy first so no method's seconds include them. Costs every generation pays (the
                 # UNet's CUDA-graph capture, a new guidance per run) stay in every run's seconds.
                 try:
-                    run_job({**job, "steps": min(job["steps"], 100)}, args)
+                    run_job({**job, "steps": min(job["steps"], 100), "warmup": True}, args)
                 except Exception:
                     pass
                 warmed.add(kind)
@@ -140,13 +183,16 @@ def _worker(index: int, gpu: int | None, jobs: "mp.Queue", out_path: str, args, 
 def make_jobs(args) -> List[dict]:
     jobs = []
     for prior in args.priors:
-        prompts = args.prompts or PROMPT_SETS["20" if prior == "bundled" and args.bundled_20 else "10"]
+        prompts = args.prompts or PROMPT_SETS[args.prompt_set or ("20" if prior == "bundled" and args.bundled_20 else "10")]
         for method in (args.bundled_methods or args.methods) if prior == "bundled" else args.methods:
-            seeds = args.seeds if not (prior == "bundled" and method != "gaussians-tpsds") else args.seeds[: args.bundled_other_seeds]
+            cut = prior == "bundled" and method.startswith(("gaussians-", "nerf-")) and method != "gaussians-tpsds"
+            seeds = args.seeds[: args.bundled_other_seeds] if cut else args.seeds
             for prompt in prompts:
                 for seed in seeds:
+                    # The method's definition travels with the job: workers are spawned and do not see --variant.
                     jobs.append({"prior": prior, "method": method, "prompt": prompt, "seed": seed,
-                                 "steps": method_steps(method, args)})
+                                 "steps": method_steps(method, args), "method_files": list(METHODS[method][0]),
+                                 "method_overrides": list(METHODS[method][1])})
     # Seed by seed (a run cut short by a time limit loses the last seed, not a whole prior or method), longest
     # first within a seed so the pool does not end on one long run.
     return sorted(jobs, key=lambda j: (args.seeds.index(j["seed"]), -j["steps"]))
@@ -157,7 +203,7 @@ def timing_jobs(args) -> List[dict]:
     seen, out = set(), []
     for j in make_jobs(args):
         key = (j["prior"], j["method"])
-        prompts = args.prompts or PROMPTS_10
+        prompts = args.prompts or PROMPT_SETS[args.prompt_set or "10"]
         if j["seed"] == args.seeds[0] and j["prompt"] in prompts[: args.timing_prompts] and (key, j["prompt"]) not in seen:
             seen.add((key, j["prompt"]))
             out.append(j)
@@ -208,10 +254,17 @@ def _job_queue(ctx, jobs: Sequence[dict], workers: int):
     return q
 
 
+def _interrupt(signum, frame):
+    """SIGTERM (a time limit) as KeyboardInterrupt, once: the clean-up that follows must not be interrupted again."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_timing_only(args) -> Path:
     """Solo timing runs in one worker process (after its untimed warm-up run), optionally folded into an
     existing quality.jsonl with :func:`solo_seconds` reapplied."""
     jobs = timing_jobs(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.timing_rows is not None:
         new = [json.loads(l) for l in args.timing_rows.read_text().splitlines() if l.strip()]
         new = [r for r in new if "meta" not in r]
@@ -219,9 +272,18 @@ def run_timing_only(args) -> Path:
         part = args.out.with_name(f"{args.out.stem}.timing.jsonl")
         part.unlink(missing_ok=True)
         ctx = mp.get_context("spawn")
-        proc = ctx.Process(target=_worker, args=(0, None, _job_queue(ctx, jobs, 1), str(part), args, True))
+        queue = _job_queue(ctx, jobs, 1)  # kept referenced until the worker is done: its semaphore must outlive the start
+        proc = ctx.Process(target=_worker, args=(0, None, queue, str(part), args, True))
+        signal.signal(signal.SIGTERM, _interrupt)
         proc.start()
-        proc.join()
+        try:
+            proc.join()
+        except KeyboardInterrupt:  # a time limit: keep the timing rows written so far, and no worker running on
+            pass
+        finally:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
         new = [json.loads(l) for l in part.read_text().splitlines()] if part.exists() else []
         part.unlink(missing_ok=True)
     if args.replace_timing is None:
@@ -249,7 +311,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--priors", nargs="+", default=["world"], choices=sorted(PRIORS))
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=sorted(METHODS))
+    ap.add_argument("--variant", nargs="+", action="append", default=[], metavar=("NAME", "KEY=VALUE"),
+                    help="a method defined here: its name and its overrides (repeatable)")
+    ap.add_argument("--methods", nargs="+", default=None, help=f"known: {sorted(METHODS)} (default: the four "
+                    "gaussians-*/nerf-* methods) and every --variant")
+    ap.add_argument("--prompt-set", choices=sorted(PROMPT_SETS), default=None,
+                    help="the prompts of every prior (default: 10, or 20 for bundled with --bundled-20)")
+    ap.add_argument("--previews", type=Path, default=None, help="keep four views of every final model here (PNG)")
     ap.add_argument("--prompts", nargs="+", default=None, help="default: the 10-object set (20 for bundled with --bundled-20)")
     ap.add_argument("--bundled-20", action="store_true", help="bundled prior: the 20-prompt set for gaussians-tpsds")
     ap.add_argument("--bundled-other-seeds", type=int, default=1,
@@ -274,11 +342,18 @@ def main(argv: Sequence[str] | None = None) -> Path:
                     help="with --replace-timing: take the timing rows from this file instead of running them")
     ap.add_argument("--timing-device", default=None, help="with --timing-rows: the device those rows ran on")
     ap.add_argument("--timing-note", default=None, help="a note on the timing runs, kept in the header")
-    ap.add_argument("--bundled-methods", nargs="+", default=None, choices=sorted(METHODS),
+    ap.add_argument("--bundled-methods", nargs="+", default=None,
                     help="methods for the bundled prior (default: --methods)")
     ap.add_argument("--small", action="store_true", help="tiny runs for CPU smoke tests")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
     args = ap.parse_args(argv)
+    for name, *overrides in args.variant:
+        METHODS[name] = ([], list(overrides))
+    if args.methods is None:
+        args.methods = ["gaussians-tpsds", "gaussians-uniform", "gaussians-linear", "nerf-sds"]
+    unknown = sorted({m for m in args.methods + (args.bundled_methods or []) if m not in METHODS})
+    if unknown:
+        ap.error(f"unknown methods {unknown}; known: {sorted(METHODS)}")
     if args.small:
         args.gaussian_steps, args.nerf_steps = min(args.gaussian_steps, 8), min(args.nerf_steps, 8)
         args.evals = min(args.evals, 2)
@@ -307,10 +382,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
                      "overrides": args.overrides}}
     t0 = time.perf_counter()
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     ctx = mp.get_context("spawn")
     queue, tqueue = _job_queue(ctx, jobs, len(slots)), _job_queue(ctx, timing, 1)
     procs = [ctx.Process(target=_worker, args=(i, g, queue, str(parts[i]), args)) for i, g in enumerate(slots)]
@@ -322,9 +394,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
         for p in procs:
             p.join()
     finally:  # a timeout (SIGTERM/SIGINT) still leaves a merged file of what finished
+        # SIGKILL, not SIGTERM: a worker's generation takes SIGTERM as "stop after this step", and the worker would
+        # then go on with the next job (every finished run's rows are already written; only the runs in flight go).
         for p in procs:
             if p.is_alive():
-                p.terminate()
+                p.kill()
+        for p in procs:
+            p.join()
         meta["meta"]["wall_seconds"] = round(time.perf_counter() - t0, 1)
         merge(args.out, parts, meta)
     print(f"wrote {args.out} ({len(jobs)} runs in {meta['meta']['wall_seconds']} s)")

@@ -1,25 +1,30 @@
 """The interface every guidance model implements (diffusers models and the procedural world's oracle).
 
-The trainer drives a guidance in three explicit calls per step, so each stage can be timed on its own:
+The trainer drives a guidance in explicit calls per step, so each stage can be timed on its own:
 
 1. ``x0 = guidance.encode(images)`` — renders [B, 3, H, W] in [0, 1] (with gradient) to the model's
    input space: VAE latents for latent models, pixels in [-1, 1] at the model's resolution for pixel models.
 2. ``x_t = add_noise(x0, noise, t, guidance.alphas_cumprod)`` (see ``splatgen.sds``).
-3. ``eps = guidance.predict_noise(x_t, t, directions)`` — [2B, ...], unconditional (or negative prompt)
-   half first, conditional half second, without gradient.
+3. ``eps = guidance.predict(x_t, t, cond)`` — one epsilon prediction per row, without gradient, where
+   ``cond`` (:class:`~splatgen.guidance.conditioning.Conditioning`) gives each row its text (a mix of the
+   prompt's variants) and its view's camera. The score-distillation losses of :mod:`splatgen.guidance.losses`
+   build these batches (classifier-free guidance's ``[null x B, view x B]``, Perp-Neg's negatives, ISM's
+   inversion); ``predict_noise(x_t, t, views)`` is the plain classifier-free batch.
 
-Text is encoded once by ``prepare_text`` for every view direction, after which the text encoder may be freed.
+Text is encoded once by ``prepare_text`` for every variant of the prompt, after which the text encoder may be
+freed.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from ..cameras import DIRECTIONS
+from ..cameras import DIRECTIONS, Cameras
+from .conditioning import Conditioning, cfg_conditioning, directions_conditioning
 
 
 def directional_prompt(prompt: str, direction: Optional[str]) -> str:
@@ -61,8 +66,20 @@ class Guidance(ABC):
         """[B, 3, H, W] in [0, 1] -> model-space x0 (differentiable)."""
 
     @abstractmethod
-    def predict_noise(self, x_t: Tensor, t: Tensor, directions: Sequence[str]) -> Tensor:
-        """[B, ...] noisy inputs, [B] timesteps, B directions -> [2B, ...] predictions (uncond, cond)."""
+    def predict(self, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
+        """[N, ...] noisy inputs, [N] (or one) timesteps, N rows of conditioning -> [N, ...] float32 epsilon
+        predictions, without gradient. Rows are independent: row i sees ``x[i]`` at ``t[i]`` under ``cond`` row i."""
+
+    def predict_noise(self, x_t: Tensor, t: Tensor, views: Union[Cameras, Sequence[Optional[str]]]) -> Tensor:
+        """Classifier-free guidance's batch: [B, ...] noisy inputs, [B] timesteps and B views (cameras, or view
+        words with ``None`` for the plain prompt) -> [2B, ...] predictions, the negative (or empty) prompt's
+        half first, then each view's direction prompt."""
+        cond = cfg_conditioning(views) if isinstance(views, Cameras) else directions_conditioning(views)
+        B = x_t.shape[0]
+        if len(cond) != 2 * B:
+            raise ValueError(f"{len(cond) // 2} views for a batch of {B}")
+        t = t.reshape(-1).expand(B) if t.numel() == 1 else t.reshape(-1)
+        return self.predict(torch.cat([x_t, x_t]), torch.cat([t, t]), cond)
 
     def decode(self, x0: Tensor) -> Tensor:
         """Model space -> images [B, 3, H, W] in [0, 1] (for previews; pixel models: identity)."""

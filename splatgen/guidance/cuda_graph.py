@@ -25,7 +25,7 @@ class CudaGraphUNet:
     fails, the call runs eagerly (a failure is logged once and disables capture).
     """
 
-    def __init__(self, unet: torch.nn.Module, max_graphs: int = 4):
+    def __init__(self, unet: torch.nn.Module, max_graphs: int = 8):
         self.unet = unet
         self.max_graphs = max_graphs
         self.graphs: Dict[Tuple, Tuple[Any, Tensor, Tensor, Tensor, Tensor]] = {}

@@ -3,9 +3,11 @@
 - a ``UNet2DConditionModel`` and the training noise schedule (a ``DDPMScheduler`` built from the model's
   ``scheduler/`` config, so ``alphas_cumprod`` is exactly the schedule the model was trained with);
 - text embeddings computed ONCE by :meth:`UNetGuidance.prepare_text` for the plain prompt, each view
-  direction and the negative prompt, after which the text encoder is freed;
-- :meth:`UNetGuidance.predict_noise` runs one batched UNet call on ``[uncond x B, cond x B]`` and always
-  returns an epsilon prediction in float32, whatever the model's ``prediction_type`` is.
+  direction, the negative prompt and the empty prompt, after which the text encoder is freed; they form the
+  prompt table (:data:`~splatgen.guidance.conditioning.TEXT_KEYS`) whose rows a
+  :class:`~splatgen.guidance.conditioning.Conditioning` mixes;
+- :meth:`UNetGuidance.predict` runs one batched UNet call on any rows of conditioning and always returns an
+  epsilon prediction in float32, whatever the model's ``prediction_type`` is.
 
 Every size is read from the models' configs (latent channels, VAE scaling factor and downsampling factor,
 UNet sample size): nothing assumes Stable Diffusion's 4 channels, 0.18215 or a factor of 8.
@@ -23,6 +25,7 @@ from torch import Tensor
 from ..cameras import DIRECTIONS
 from ..errors import ModelLoadError, PromptError, short
 from .base import Guidance, directional_prompt
+from .conditioning import TEXT_KEYS, Conditioning
 from .cuda_graph import CudaGraphUNet
 from .loading import PREDICTION_TYPES, freeze
 from .text_encoders import PromptEncoder
@@ -114,7 +117,11 @@ class UNetGuidance(Guidance):
         self.view_dependent = True
         self.prompt_warnings = []
         self._cond: Dict[Optional[str], Tensor] = {}
+        #: the text classifier-free guidance measures against: the negative prompt, or the empty prompt
         self._uncond: Optional[Tensor] = None
+        #: the empty prompt (classifier-free guidance's unconditional; NFSD and ISM use it beside a negative prompt)
+        self._empty: Optional[Tensor] = None
+        self._table: Optional[Tensor] = None
 
     # ---- text ------------------------------------------------------------------------------------------------
 
@@ -141,8 +148,11 @@ class UNetGuidance(Guidance):
         for msg in self.prompt_warnings:
             warnings.warn(msg, UserWarning, stacklevel=2)
         # One batched encoder call for all prompts; "" gives the model's unconditional embedding.
-        emb = self.text_encoder.encode(texts + [negative_prompt])
-        self.set_text_embeddings({k: emb[i : i + 1] for i, k in enumerate(keys)}, emb[-1:], view_dependent)
+        extra = [negative_prompt, ""] if negative_prompt else [""]
+        emb = self.text_encoder.encode(texts + extra)
+        n = len(texts)
+        self.set_text_embeddings({k: emb[i : i + 1] for i, k in enumerate(keys)}, emb[n : n + 1], view_dependent,
+                                 empty=emb[-1:])
         if not self.keep_text_encoder:
             self.text_encoder.release()
             self.text_encoder = None
@@ -177,21 +187,25 @@ class UNetGuidance(Guidance):
         cond: Union[Tensor, Mapping[Optional[str], Tensor]],
         uncond: Tensor,
         view_dependent: bool = True,
+        empty: Optional[Tensor] = None,
     ) -> None:
         """Install precomputed embeddings (what :meth:`prepare_text` does after encoding; benchmarks use it).
 
         Args:
             cond: [1, L, D] for every view, or a mapping with key ``None`` (plain prompt) and optionally each of
                 ``DIRECTIONS`` -> [1, L, D].
-            uncond: [1, L, D] the negative (or empty) prompt.
-            view_dependent: use the per-direction embeddings in :meth:`predict_noise` (when present).
+            uncond: [1, L, D] the negative (or empty) prompt: what classifier-free guidance measures against.
+            view_dependent: use the per-direction embeddings in :meth:`predict` (when present).
+            empty: [1, L, D] the empty prompt when ``uncond`` is a negative prompt (default: ``uncond``).
         """
         table = {None: cond} if isinstance(cond, Tensor) else dict(cond)
         if None not in table:
             raise ValueError("text embeddings need the plain prompt's embedding under the key None")
         self._cond = {k: v.detach().to(self.device, self.dtype) for k, v in table.items()}
         self._uncond = uncond.detach().to(self.device, self.dtype)
+        self._empty = self._uncond if empty is None else empty.detach().to(self.device, self.dtype)
         self.view_dependent = view_dependent
+        self._table = None
 
     @property
     def text_ready(self) -> bool:
@@ -199,51 +213,64 @@ class UNetGuidance(Guidance):
         trainer then skips ``prepare_text``, which models built without a text encoder could not run."""
         return self._uncond is not None
 
-    def _embedding(self, direction: Optional[str]) -> Tensor:
-        if self.view_dependent and direction is not None:
-            if direction not in DIRECTIONS:
-                raise ValueError(f"unknown view direction {direction!r}; expected one of {list(DIRECTIONS)}")
-            if direction in self._cond:
-                return self._cond[direction]
-        return self._cond[None]
+    def text_table(self) -> Tensor:
+        """[K, L, D] the prompt table in :data:`TEXT_KEYS` order (directions fall back to the plain prompt when
+        view-dependent prompting is off or their embedding was not given)."""
+        if self._table is None:
+            if self._uncond is None or self._empty is None:
+                raise RuntimeError("call prepare_text (or set_text_embeddings) before predict")
+            plain = self._cond[None]
+            rows = {"uncond": self._empty, "negative": self._uncond, "prompt": plain}
+            for d in DIRECTIONS:
+                rows[d] = self._cond.get(d, plain) if self.view_dependent else plain
+            self._table = torch.cat([rows[k] for k in TEXT_KEYS])
+        return self._table
+
+    def text_embeddings(self, cond: Conditioning) -> Tensor:
+        """[N, L, D] text embeddings of the rows: a row of one text is that embedding exactly; a mix is the
+        weighted sum of the table's embeddings (in float32, then the model's dtype)."""
+        table = self.text_table()
+        w = cond.weights
+        one_hot = bool(((w == 0) | (w == 1)).all()) and bool((w.sum(-1) == 1).all())
+        if one_hot:
+            return table[w.argmax(-1).to(table.device)]
+        return torch.einsum("nk,kld->nld", w.to(table.device), table.float()).to(table.dtype)
 
     # ---- noise prediction --------------------------------------------------------------------------------------
 
-    def predict_noise(self, x_t: Tensor, t: Tensor, directions: Sequence[Optional[str]]) -> Tensor:
-        """One UNet call on the classifier-free-guidance batch.
+    def predict(self, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
+        """One UNet call on N rows.
 
         Args:
-            x_t: [B, C, h, w] noisy model-space inputs (any float dtype).
-            t: [B] (or scalar) integer timesteps in [0, num_train_timesteps).
-            directions: B view directions (``None``: the plain prompt).
+            x: [N, C, h, w] noisy model-space inputs (any float dtype).
+            t: [N] (or scalar) integer timesteps in [0, num_train_timesteps).
+            cond: N rows of conditioning (the text of each row; this model reads no camera).
 
         Returns:
-            [2B, C, h, w] float32 epsilon predictions: B for the negative/unconditional prompt, then B for the
-            prompt with each view's direction. No gradient.
+            [N, C, h, w] float32 epsilon predictions. No gradient.
         """
-        if self._uncond is None or self.unet is None:
-            raise RuntimeError("call prepare_text (or set_text_embeddings) before predict_noise")
-        B = x_t.shape[0]
-        if len(directions) != B:
-            raise ValueError(f"{len(directions)} directions for a batch of {B}")
-        t = t.to(self.device).reshape(-1).expand(B) if t.numel() == 1 else t.to(self.device)
-        emb = torch.cat([self._uncond.expand(B, -1, -1)] + [self._embedding(d) for d in directions])
-        x_in = torch.cat([x_t, x_t]).detach()
-        t_in = torch.cat([t, t])
+        if self.unet is None:
+            raise RuntimeError("this guidance was released")
+        N = x.shape[0]
+        if len(cond) != N:
+            raise ValueError(f"{len(cond)} rows of conditioning for a batch of {N}")
+        t = t.to(self.device).reshape(-1).expand(N) if t.numel() == 1 else t.to(self.device).reshape(-1)
+        emb = self.text_embeddings(cond)
+        x_in = x.detach()
         with torch.no_grad():
             unet = self._unet_module()
             if self.cuda_graph and self.device.type == "cuda":
                 if self._graphed is None or self._graphed.unet is not unet:
                     self._graphed = CudaGraphUNet(unet)
-                out = self._graphed(x_in.to(self.dtype), t_in, emb)
+                out = self._graphed(x_in.to(self.dtype), t, emb)
             else:
-                x = x_in.to(self.dtype)
+                xx = x_in.to(self.dtype)
                 if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                out = unet(x, t_in, encoder_hidden_states=emb).sample
+                    xx = xx.contiguous(memory_format=torch.channels_last)
+                out = unet(xx, t, encoder_hidden_states=emb).sample
         if out.shape[1] == 2 * x_in.shape[1]:
             out = out[:, : x_in.shape[1]]  # learned-variance models (DeepFloyd IF) append the variance channels
-        return prediction_to_epsilon(out, x_in, t_in, self.alphas_cumprod, self.prediction_type)
+        return prediction_to_epsilon(out, x_in, t, self.alphas_cumprod, self.prediction_type)
 
     def _unet_module(self) -> torch.nn.Module:
         """The UNet as called: compiled once (``torch.compile``, shapes static) when ``compile_unet`` is set."""

@@ -12,8 +12,8 @@ the optimal (minimum-MSE) denoiser of that distribution is known in closed form:
 computed here in float64 with ``||x||^2 - 2 sqrt(abar) x.y + abar ||y||^2`` (views held as a [V, 3*H*W]
 matrix) and a max-subtracted softmax (log-sum-exp), so it is exact at every timestep.
 
-Conditional and unconditional halves (``predict_noise`` returns ``[uncond; cond]`` like a UNet with
-classifier-free guidance):
+Texts (``predict`` takes any rows of :class:`~splatgen.guidance.conditioning.Conditioning`; ``predict_noise``
+returns classifier-free guidance's ``[uncond; cond]`` like a UNet):
 
 - **cond**: the denoiser over the object's views of the same view direction (front / side / back /
   overhead) as the render, which is exactly what a perfectly trained view-dependent text-to-image model
@@ -74,6 +74,8 @@ from ..cameras import DIRECTIONS, Cameras, sample_orbit_cameras
 from ..config import CameraConfig, Config
 from ..errors import PromptError, short
 from ..guidance.base import Guidance
+from ..guidance.conditioning import TEXT_KEYS, Conditioning, directions_conditioning
+from ..sds import posterior_mean
 from .grammar import COLOURS, KINDS, WorldObject, is_world_prompt, make_object, parse_prompt, vocabulary
 from .raycast import render_world
 
@@ -92,30 +94,6 @@ def ddpm_alphas_cumprod(num_steps: int = 1000, beta_schedule: str = "scaled_line
     else:
         raise ValueError(f"beta_schedule={beta_schedule!r}; choose 'linear' or 'scaled_linear'")
     return torch.cumprod(1.0 - betas, dim=0)
-
-
-def posterior_mean(x_t: Tensor, abar: Tensor, views: Tensor, masks: Optional[Tensor] = None) -> Tensor:
-    """The exact denoiser of a uniform mixture of point masses.
-
-    Args:
-        x_t: [B, D] noisy samples.
-        abar: [B] cumulative alphas of their timesteps.
-        views: [V, D] the data points y_i.
-        masks: [B, V] bool, which views each sample's distribution holds (None: all).
-
-    Returns:
-        [B, D] float64 ``sum_i softmax_i(-||x_t - sqrt(abar) y_i||^2 / (2 (1 - abar))) y_i``.
-    """
-    x = x_t.to(torch.float64)
-    Y = views.to(device=x.device, dtype=torch.float64)
-    a = abar.to(device=x.device, dtype=torch.float64)
-    sa = a.sqrt()[:, None]
-    d2 = (x * x).sum(-1, keepdim=True) - 2.0 * sa * (x @ Y.T) + a[:, None] * (Y * Y).sum(-1)[None]
-    logits = -d2.clamp_min(0.0) / (2.0 * (1.0 - a))[:, None]
-    if masks is not None:
-        logits = logits.masked_fill(~masks.to(x.device), float("-inf"))
-    w = torch.softmax(logits, dim=-1)
-    return w @ Y
 
 
 class WorldGuidance(Guidance):
@@ -224,12 +202,18 @@ class WorldGuidance(Guidance):
         self.views = self._render(obj, cams)  # [V, D] float64
         V = self.num_views
         dirs = self.view_directions
-        self._cond_masks: Dict[str, Tensor] = {}
+        sets: Dict[str, Tensor] = {"prompt": torch.ones(V, dtype=torch.bool, device=self.device)}
         for d in DIRECTIONS:
             m = torch.tensor([x == d for x in dirs], dtype=torch.bool, device=self.device)
             if not view_dependent or not bool(m.any()):
                 m = torch.ones(V, dtype=torch.bool, device=self.device)
-            self._cond_masks[d] = m
+            sets[d] = m
+        self.reference_views = self._reference_set(obj)
+        parts = [self.views, self.reference_views]
+        R = self.reference_views.shape[0]
+        own = torch.zeros(R, dtype=torch.bool, device=self.device)
+        members = {k: torch.cat([m, own]) for k, m in sets.items()}
+        members["uncond"] = torch.ones(V + R, dtype=torch.bool, device=self.device)
         if negative_prompt.strip():
             if not is_world_prompt(negative_prompt):
                 raise PromptError(
@@ -237,19 +221,20 @@ class WorldGuidance(Guidance):
                     f"prior needs an empty negative prompt or a world prompt; {vocabulary()}"
                 )
             neg = parse_prompt(negative_prompt)
-            self.reference_views = self._render(neg, self._cameras(self.num_views, self.view_seed + 1))
-            self._uncond_own = False
+            self.negative_views = self._render(neg, self._cameras(self.num_views, self.view_seed + 1))
+            parts.append(self.negative_views)
+            Vn = self.negative_views.shape[0]
+            pad = torch.zeros(Vn, dtype=torch.bool, device=self.device)
+            members = {k: torch.cat([m, pad]) for k, m in members.items()}
+            members["negative"] = torch.cat([torch.zeros(V + R, dtype=torch.bool, device=self.device), ~pad])
         else:
-            self.reference_views = self._reference_set(obj)
-            self._uncond_own = True
-        # One matrix for both halves: the object's views, then the reference views.
-        self._all = torch.cat([self.views, self.reference_views], dim=0)
-        R = self.reference_views.shape[0]
-        self._uncond_mask = torch.cat([
-            torch.full((V,), self._uncond_own, dtype=torch.bool, device=self.device),
-            torch.ones(R, dtype=torch.bool, device=self.device),
-        ])
-        self._cond_pad = torch.zeros(R, dtype=torch.bool, device=self.device)
+            self.negative_views = None
+            members["negative"] = members["uncond"]
+        # One matrix for every text: the object's views, the reference views (and the negative prompt's views).
+        self._all = torch.cat(parts, dim=0)
+        # [K, V_all]: each text's distribution over the views, uniform over its set.
+        M = torch.stack([members[k].to(torch.float64) for k in TEXT_KEYS])
+        self._membership = M / M.sum(-1, keepdim=True)
         self.text_ready = True
 
     def encode(self, images: Tensor) -> Tensor:
@@ -260,37 +245,47 @@ class WorldGuidance(Guidance):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         return x * 2.0 - 1.0
 
-    def _masks(self, directions: Sequence[str]) -> tuple[Tensor, Tensor]:
-        for d in directions:
-            if d not in self._cond_masks:
-                raise ValueError(f"unknown view direction {d!r}; expected one of {list(DIRECTIONS)}")
-        cond = torch.stack([torch.cat([self._cond_masks[d], self._cond_pad]) for d in directions])
-        uncond = self._uncond_mask[None].expand(len(directions), -1)
-        return uncond, cond
+    def log_prior(self, cond: Conditioning) -> Tensor:
+        """[N, V_all] log prior mass of every view under each row's text mix (-inf where none)."""
+        p = cond.weights.to(self.device, torch.float64) @ self._membership
+        return torch.where(p > 0, p.log(), torch.full_like(p, float("-inf")))
+
+    def denoise_rows(self, x_t: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
+        """The exact x0 prediction [N, 3, H, W] float64 of each row."""
+        assert self.text_ready, "call prepare_text(prompt) first"
+        N = x_t.shape[0]
+        if len(cond) != N:
+            raise ValueError(f"got {len(cond)} rows of conditioning for a batch of {N}")
+        t = t.to(self.device).reshape(-1).long()
+        t = t.expand(N) if t.numel() == 1 else t
+        x = x_t.reshape(N, -1).to(self.device)
+        return posterior_mean(x, self._abar64[t], self._all, log_prior=self.log_prior(cond)).reshape(x_t.shape)
 
     def denoise(self, x_t: Tensor, t: Tensor, directions: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """The exact x0 predictions ``(uncond, cond)``, each [B, 3, H, W] float64."""
-        assert self.text_ready, "call prepare_text(prompt) first"
+        """The exact x0 predictions ``(uncond, cond)`` of classifier-free guidance's two halves, each [B, 3, H, W]
+        float64."""
         B = x_t.shape[0]
         if len(directions) != B:
             raise ValueError(f"got {len(directions)} directions for a batch of {B}")
-        x = x_t.reshape(B, -1).to(self.device)
-        abar = self._abar64[t.to(self.device).long()]
-        m_u, m_c = self._masks(directions)
-        x0 = posterior_mean(torch.cat([x, x]), torch.cat([abar, abar]), self._all, torch.cat([m_u, m_c]))
-        return x0[:B].reshape(x_t.shape), x0[B:].reshape(x_t.shape)
+        cond = directions_conditioning(directions)
+        t = t.reshape(-1)
+        t = t.expand(B) if t.numel() == 1 else t
+        x0 = self.denoise_rows(torch.cat([x_t, x_t]), torch.cat([t, t]), cond)
+        return x0[:B], x0[B:]
 
-    def predict_noise(self, x_t: Tensor, t: Tensor, directions: Sequence[str]) -> Tensor:
-        """[B, 3, H, W] noisy pixels, [B] timesteps, B directions -> [2B, 3, H, W] eps (uncond, cond)."""
-        x0_u, x0_c = self.denoise(x_t, t, directions)
-        abar = self._abar64[t.to(self.device).long()].view(-1, 1, 1, 1).repeat(2, 1, 1, 1)
-        x = x_t.to(self.device, torch.float64).repeat(2, 1, 1, 1)
-        eps = (x - abar.sqrt() * torch.cat([x0_u, x0_c])) / (1.0 - abar).sqrt()
-        return eps.to(x_t.dtype if x_t.dtype.is_floating_point else torch.float32)
+    def predict(self, x: Tensor, t: Tensor, cond: Conditioning) -> Tensor:
+        """[N, 3, H, W] noisy pixels, [N] timesteps, N rows of conditioning -> [N, 3, H, W] exact eps (float32
+        for float32 inputs)."""
+        x0 = self.denoise_rows(x, t, cond)
+        tt = t.to(self.device).reshape(-1).long()
+        abar = self._abar64[tt.expand(x.shape[0]) if tt.numel() == 1 else tt].view(-1, 1, 1, 1)
+        xx = x.to(self.device, torch.float64)
+        eps = (xx - abar.sqrt() * x0) / (1.0 - abar).sqrt()
+        return eps.to(x.dtype if x.dtype.is_floating_point else torch.float32)
 
     def release(self) -> None:
         """Drop the views (a later ``prepare_text`` renders them again)."""
-        for name in ("views", "reference_views", "_all"):
+        for name in ("views", "reference_views", "negative_views", "_all", "_membership"):
             if hasattr(self, name):
                 delattr(self, name)
         self.text_ready = False
