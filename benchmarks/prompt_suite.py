@@ -197,6 +197,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                "wall_seconds_total": round(time.perf_counter() - t_all, 2), "clip": clip_name,
                "clip_pretrained": args.clip_pretrained, "chance": 1.0 / len(prompts)}
     from splatgen.config import config_to_yaml
+    from splatgen.fileio import spreadsheet_cell
 
     result = {"meta": {**environment(), "prompt_list": args.prompts, "config": config_to_yaml(cfg0)},
               "summary": summary, "prompts": records}
@@ -205,7 +206,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         w = csv.writer(f)
         w.writerow(["index", "prompt", "r_precision", "mean_rank", "train_seconds", "wall_seconds", "num_gaussians"])
         for r in records:
-            w.writerow([r["index"], r["prompt"], r["r_precision"], r["mean_rank"], r["train_seconds"], r["wall_seconds"], r["num_gaussians"]])
+            w.writerow([r["index"], spreadsheet_cell(r["prompt"]), r["r_precision"], r["mean_rank"], r["train_seconds"], r["wall_seconds"], r["num_gaussians"]])
     montage(args.out / "montage.png", tiles, prompts)
     print(f"R-precision {summary['r_precision']:.3f} over {len(prompts)} prompts (chance {summary['chance']:.3f}); "
           f"{summary['train_seconds_mean']:.1f} s per prompt; wrote {args.out}/results.json, montage.png")

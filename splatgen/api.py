@@ -205,7 +205,14 @@ def run_generation(cfg: Config, run: "Optional[RunFolder]", guidance=None, profi
             cps = run.checkpoints()
             if cps:
                 payload = load_checkpoint(cps[0][1])
+                saved_prompt = payload.get("prompt")
+                if saved_prompt is not None and saved_prompt != cfg.prompt:
+                    raise RunDirError(f"{cps[0][1]} was saved by a run of {short(saved_prompt)}, not of "
+                                      f"{short(cfg.prompt)}; it is not this run's to continue (choose another --out)")
                 log.info("resuming %s from step %d (%s)", run.final, cps[0][0], cps[0][1].name)
+            elif run.refused:
+                raise RunDirError(f"cannot resume {run.final}: {run.refused_message()}; start it again with "
+                                  "--overwrite (its work is lost), or move the folder away")
             else:
                 log.info("%s saved no checkpoint; starting it again", run.final)
         t_guidance = time.perf_counter()
@@ -227,7 +234,11 @@ def run_generation(cfg: Config, run: "Optional[RunFolder]", guidance=None, profi
         trainer = Trainer(cfg, guidance, run=run, evaluator=evaluator, profile=profile,
                           on_step=live.on_step if live is not None else None)
         if payload is not None:
-            trainer.resume(payload)
+            try:
+                trainer.resume(payload)
+            except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # a checkpoint of another run's shape
+                raise RunDirError(f"cannot resume {run.final} from {cps[0][1].name}: {str(exc).splitlines()[0][:200]}; "
+                                  "start it again with --overwrite (its work is lost)") from None
         if run is not None:
             run.write_config(cfg)
     except BaseException:

@@ -48,7 +48,7 @@ import torch
 from .api import check_prompt, resolve_config, run_generation
 from .config import Config
 from .errors import ConfigError, NonFiniteError, PromptError, RunDirError, RunInterrupted, SplatgenError, short
-from .fileio import atomic_write_text, json_line, write_json
+from .fileio import atomic_write_text, json_line, open_own, open_own_text, spreadsheet_cell, write_json
 from .rundir import PARTIAL, RunFolder, partial_path, slug
 
 log = logging.getLogger("splatgen")
@@ -181,18 +181,21 @@ def _records_lock(folder: Path) -> Iterator[None]:
     ``folder/.records.lock`` (ranks on several machines share the folder)."""
     import fcntl
 
-    with open(folder / ".records.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    fd = open_own(folder / ".records.lock", os.O_RDWR | os.O_CREAT)  # never through a link planted there
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _locked_append(folder: Path, name: str, text: str) -> None:
-    """Append to ``folder/name`` under the records lock."""
+    """Append to ``folder/name`` under the records lock (never through a symbolic link: :func:`fileio.open_own`)."""
     with _records_lock(folder):
-        with open(folder / name, "a", encoding="utf-8") as f:
+        with open_own_text(folder / name) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -200,7 +203,7 @@ def _locked_append(folder: Path, name: str, text: str) -> None:
 
 def read_manifest(out: Path) -> List[Dict[str, Any]]:
     path = Path(out) / MANIFEST
-    if not path.is_file():
+    if path.is_symlink() or not path.is_file():  # a link is not this batch's manifest (the next append replaces it)
         return []
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -254,9 +257,10 @@ def _write_summary(out: Path, items: Sequence[BatchItem], gallery: bool) -> Dict
     w.writerow(cols)
     for r in rows:
         m = r["metrics"]
-        w.writerow([r["index"], r["name"], r["prompt"], r["status"], r["attempts"], r["seconds"],
-                    m.get("num_gaussians"), m.get("iou"), m.get("psnr_fg"), m.get("janus"), m.get("r_precision"),
-                    r["folder"] or "", r["error"] or ""])
+        # Text cells neutralised against spreadsheet formulas (a prompt may begin with '=' or '@').
+        w.writerow([r["index"], spreadsheet_cell(r["name"]), spreadsheet_cell(r["prompt"]), r["status"], r["attempts"],
+                    r["seconds"], m.get("num_gaussians"), m.get("iou"), m.get("psnr_fg"), m.get("janus"),
+                    m.get("r_precision"), spreadsheet_cell(r["folder"] or ""), spreadsheet_cell(r["error"] or "")])
     atomic_write_text(out / SUMMARY_CSV, buf.getvalue())
     if gallery:
         atomic_write_text(out / GALLERY, _gallery_html(out, rows))

@@ -7,6 +7,10 @@
 - :func:`write_json` writes strict JSON: NaN and infinities become ``null``.
 - :func:`load_checkpoint` reads ``.pt`` files with ``torch.load(weights_only=True)``: tensors, numbers,
   strings and containers only, so a run folder someone shares cannot execute code when it is read.
+- :func:`open_own` opens the files splatgen keeps open or appends to (a run's lock and log, a batch's manifest)
+  without ever going through a symbolic link: run and batch folders are shared (a lab's NFS, a downloaded batch),
+  and a link planted in one must never make splatgen write, truncate or read outside it. (What
+  :func:`atomic_write` writes replaces a link by its rename, so it never writes through one either.)
 
 Errors a user's environment causes (no space left, no permission, a read-only file system) become one
 :class:`~splatgen.errors.OutputError` naming the file.
@@ -15,7 +19,9 @@ Errors a user's environment causes (no space left, no permission, a read-only fi
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -25,6 +31,70 @@ from .errors import OutputError, SplatgenError
 
 #: mark of the temporary files of :func:`atomic_path` (``.<stem>.<pid>.splatgen-tmp<suffix>``).
 TMP_SUFFIX = ".splatgen-tmp"
+#: ``os.open`` refuses a symbolic link as the last part of the path with this flag (0 where the platform lacks it)
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+log = logging.getLogger("splatgen")
+
+
+def open_own(path: Union[str, Path], flags: int, mode: int = 0o644) -> int:
+    """``os.open`` for a file of a folder splatgen writes, never through a symbolic link: a link in its place is
+    removed first (with a warning naming it and where it pointed) and the file is opened or created in its place.
+
+    Raises:
+        OutputError: a link appeared there between the removal and the open (the open refuses it).
+    """
+    path = Path(path)
+    if path.is_symlink():
+        try:
+            target = os.readlink(path)
+        except OSError:  # pragma: no cover - gone meanwhile
+            target = "?"
+        log.warning("%s was a symbolic link (to %s); splatgen replaced it by its own file and wrote nothing through it",
+                    path, target)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    try:
+        return os.open(path, flags | NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OutputError(f"cannot write {path}: it is a symbolic link (one appeared while splatgen opened the "
+                              "file); splatgen never writes through links") from None
+        raise
+
+
+def open_own_text(path: Union[str, Path], append: bool = True, buffering: int = -1):
+    """A text file object of :func:`open_own` for appending (created if missing), UTF-8."""
+    fd = open_own(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC))
+    return os.fdopen(fd, "a" if append else "w", buffering=buffering, encoding="utf-8")
+
+
+#: first characters that make a spreadsheet read a cell as a formula (OWASP, "CSV Injection")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(text: Any) -> Any:
+    """A text cell for a CSV that people open in spreadsheets: one that starts like a formula gets a leading
+    apostrophe, as OWASP's CSV-injection guidance says, so ``=HYPERLINK(...)`` shows as text and never runs.
+    Numbers and None pass unchanged."""
+    if isinstance(text, str) and text.startswith(FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
+def read_own_text(path: Union[str, Path], limit: int = 4096) -> str:
+    """The start of a small file of a shared folder, read without following a symbolic link ('' for a link, a
+    missing or an unreadable file): what a folder holds is shown, never a file it points to."""
+    try:
+        fd = os.open(Path(path), os.O_RDONLY | NOFOLLOW)
+    except OSError:
+        return ""
+    try:
+        return os.read(fd, limit).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(folder: Path) -> None:

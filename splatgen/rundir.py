@@ -49,12 +49,15 @@ from .config import Config, config_to_yaml, load_config
 from .errors import ConfigError, NotARunError, OutputError, RunDirError, SplatgenError
 from .export import load_ply, save_image_grid, save_ply
 from .fileio import (
+    NOFOLLOW,
     atomic_write,
     atomic_write_text,
     clean_temp_files,
     json_line,
     load_checkpoint,
+    open_own,
     output_error,
+    read_own_text,
     save_checkpoint_file,
     write_json,
 )
@@ -79,6 +82,21 @@ PARTIAL = ".partial"
 RUN_MARKERS = (CONFIG, GaussianRepresentation.ply_name, NerfRepresentation.ply_name, METRICS_LOG, CHECKPOINTS)
 #: checkpoints a run can be resumed from, newest step first (periodic ones are step_*.pt and resume.pt).
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
+#: what a checkpoint to continue from holds besides its step (see ``Trainer.state_dict``)
+RESUME_KEYS = ("kind", "params", "optimizer", "rng", "rep_rng", "noise_rng")
+
+
+def checkpoint_problem(payload: Any) -> Optional[str]:
+    """Why ``payload`` (a loaded ``.pt``) is not a checkpoint a run can continue from, or None when it is one."""
+    if not isinstance(payload, dict):
+        return f"it holds a {type(payload).__name__}, not a checkpoint's mapping"
+    step = payload.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return f"its step is {step!r}, not a count of steps"
+    missing = [k for k in RESUME_KEYS if k not in payload]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    return None
 
 
 def splats_name(cfg: Config) -> str:
@@ -103,7 +121,9 @@ def _holds_run(path: Path) -> List[str]:
 
 # -------------------------------------------------------------------------------------------- locking
 class _Lock:
-    """An exclusive, non-blocking flock on ``folder/.lock``, released when the process dies."""
+    """An exclusive, non-blocking flock on ``folder/.lock``, released when the process dies. The lock file is
+    never opened through a symbolic link (:func:`fileio.open_own`: a link there is replaced), and only the
+    process that holds the lock writes into it."""
 
     def __init__(self, fd: int, path: Path):
         self.fd, self.path = fd, path
@@ -113,8 +133,9 @@ class _Lock:
         """The lock, or None when another live process holds it. ``create=False``: a missing lock file is
         reported as FileNotFoundError (a folder being finished or left by a process that died at once)."""
         path = folder / LOCK
-        flags = os.O_RDWR | (os.O_CREAT if create else 0)
-        fd = os.open(path, flags, 0o644)
+        if not create and not path.is_symlink() and not path.exists():
+            raise FileNotFoundError(path)
+        fd = open_own(path, os.O_RDWR | os.O_CREAT)
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -145,25 +166,35 @@ class _Lock:
 
 
 def _being_written(folder: Path) -> bool:
-    """Whether a live process holds ``folder``'s run lock. A lock file that vanishes while we look belongs to a
-    run being finished: that counts as being written too."""
-    if not (folder / LOCK).exists():
+    """Whether a live process holds ``folder``'s run lock, probed read-only: nothing is written, and a symbolic
+    link in the lock's place is no lock (splatgen makes its lock files itself). A lock file that vanishes while
+    we look belongs to a run being finished: that counts as being written too."""
+    path = folder / LOCK
+    if path.is_symlink() or not path.exists():
         return False
     try:
-        lock = _Lock.try_acquire(folder, create=False)
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW)
     except FileNotFoundError:
         return True
-    if lock is None:
-        return True
-    lock.release()
-    return False
+    except OSError:  # a link that appeared meanwhile (ELOOP), an unreadable file: no live splatgen lock
+        return False
+    try:
+        if fcntl is None:  # pragma: no cover
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:  # pragma: no cover - a file system without flock
+            return False
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _owner(folder: Path) -> str:
-    try:
-        return (folder / LOCK).read_text().strip() or "another process"
-    except OSError:
-        return "another process"
+    return read_own_text(folder / LOCK, 200).strip() or "another process"
 
 
 def _mkdir_parents(path: Path) -> None:
@@ -258,6 +289,13 @@ class RunFolder:
                               "or choose another --out folder")
         folder = cls(out, lock, overwrite)
         step = folder.saved_step()
+        if step is None and folder.refused and not overwrite:
+            # Work may be in there that this version cannot read: never thrown away without being asked to.
+            lock.release()
+            raise RunDirError(
+                f"{staging} holds an interrupted run of {out} whose checkpoint cannot be continued from "
+                f"({folder.refused_message()}); start it again with --overwrite (its work is lost), or move the folder away"
+            )
         if resume:
             folder.resumed = True
         elif overwrite or step is None:
@@ -296,11 +334,14 @@ class RunFolder:
         the rows written after its checkpoint, so the log reads as one run)."""
         path = self.path / METRICS_LOG
         try:
-            if keep_bytes is not None and path.exists():
-                os.truncate(path, min(keep_bytes, path.stat().st_size))
-            elif keep_bytes is None and path.exists() and not self.resumed:
-                path.unlink()
-            self._metrics_file = open(path, "a", buffering=1)
+            # Opened, cut and appended through one descriptor that is never a symbolic link (open_own replaces a
+            # link, and the log starts empty then): nothing outside the run folder is truncated or appended to.
+            fd = open_own(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            if keep_bytes is not None:
+                os.ftruncate(fd, min(keep_bytes, os.fstat(fd).st_size))
+            elif not self.resumed:
+                os.ftruncate(fd, 0)
+            self._metrics_file = os.fdopen(fd, "a", buffering=1, encoding="utf-8")
         except OSError as exc:
             raise output_error(path, exc) from None
         if tensorboard:
@@ -371,7 +412,9 @@ class RunFolder:
 
     # ---------------------------------------------------------------- resuming
     def checkpoints(self) -> List[Tuple[int, Path]]:
-        """(step, path) of every checkpoint a run can continue from, newest first."""
+        """(step, path) of every checkpoint a run can continue from, newest first. Files that cannot be one (torn,
+        empty, code-carrying, another shape) are never resumed from; they are listed in :attr:`refused` with the
+        reason."""
         found = []
         folder = self.path / CHECKPOINTS
         if folder.is_dir():
@@ -380,13 +423,23 @@ class RunFolder:
                 if m or p.name in ("resume.pt", "interrupted.pt"):
                     found.append(p)
         out = []
-        for p in found:
+        self.refused: List[Tuple[Path, str]] = []
+        for p in sorted(found):
             try:
-                step = int(load_checkpoint(p).get("step", -1))
-            except SplatgenError:
-                continue  # a torn or foreign file: never resumed from
-            out.append((step, p))
+                payload = load_checkpoint(p)
+            except SplatgenError as exc:
+                self.refused.append((p, str(exc)))
+                continue
+            problem = checkpoint_problem(payload)
+            if problem is not None:
+                self.refused.append((p, f"{p} is not a checkpoint splatgen can continue from: {problem}"))
+                continue
+            out.append((int(payload["step"]), p))
         return sorted(out, key=lambda sp: -sp[0])
+
+    def refused_message(self) -> str:
+        """The refused checkpoints of the last :meth:`checkpoints` call, one clause each."""
+        return "; ".join(reason for _, reason in getattr(self, "refused", []))
 
     def saved_step(self) -> Optional[int]:
         """The step of the newest checkpoint, or None when the run saved nothing to continue from."""

@@ -258,6 +258,7 @@ class Trainer:
         (parameters, optimiser, densification statistics), every random generator, the records so far."""
         return {
             "step": step,
+            "prompt": self.cfg.prompt,
             **self.rep.checkpoint(),
             "rng": self.gen.get_state(),
             "rep_rng": self.rep_gen.get_state(),

