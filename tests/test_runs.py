@@ -3,6 +3,7 @@ that ends bit-identical to an uninterrupted run (CPU), and files that are safe t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -213,23 +214,29 @@ def test_signal_keeps_the_model_first_and_resumes(sig, uninterrupted, tmp_path):
     assert not (out / "checkpoints" / "interrupted.pt").exists() and not (out / "checkpoints" / "resume.pt").exists()
 
 
-def test_interrupt_in_the_api_raises_with_what_was_kept(tmp_path):
-    out = tmp_path / "run"
+@contextlib.contextmanager
+def sigterm_at(stop_step: int = 5):
+    """Runs inside the block get SIGTERM's request to stop during step ``stop_step`` (0-based)."""
     from splatgen import trainer as trainer_mod
 
     original = trainer_mod.Trainer.train_step
 
-    def stop_at_5(self, step):
-        if step == 5:
+    def stopping(self, step):
+        if step == stop_step:
             self.request_stop(signal.SIGTERM)
         return original(self, step)
 
-    trainer_mod.Trainer.train_step = stop_at_5
+    trainer_mod.Trainer.train_step = stopping
     try:
-        with pytest.raises(RunInterrupted, match="after step 6 of 12") as info:
-            gen(out)
+        yield
     finally:
         trainer_mod.Trainer.train_step = original
+
+
+def test_interrupt_in_the_api_raises_with_what_was_kept(tmp_path):
+    out = tmp_path / "run"
+    with sigterm_at(5), pytest.raises(RunInterrupted, match="after step 6 of 12") as info:
+        gen(out)
     assert isinstance(info.value, KeyboardInterrupt) and info.value.signum == signal.SIGTERM
     assert [p.name for p in find_resumable(tmp_path, "a red mug")] == ["run"]
     res = gen(out, resume=True)

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ import torch
 import splatgen
 from splatgen.errors import RunDirError, RunInterrupted
 
-from test_runs import TINY, cli, gen
+from test_runs import TINY, cli, gen, sigterm_at
 
 VICTIM_TEXT = "precious data outside the run folder\n" * 50
 
@@ -29,23 +26,10 @@ def victim(tmp_path: Path, name: str = "victim.txt") -> Path:
     return p
 
 
-def interrupted_run(out: Path) -> Path:
+def interrupted_run(out: Path, prompt: str = "a red mug") -> Path:
     """A run stopped by SIGTERM after step 6 of 12: ``out.partial`` with interrupted.pt and metrics.jsonl."""
-    from splatgen import trainer as trainer_mod
-
-    original = trainer_mod.Trainer.train_step
-
-    def stop_at_5(self, step):
-        if step == 5:
-            self.request_stop(signal.SIGTERM)
-        return original(self, step)
-
-    trainer_mod.Trainer.train_step = stop_at_5
-    try:
-        with pytest.raises(RunInterrupted):
-            gen(out)
-    finally:
-        trainer_mod.Trainer.train_step = original
+    with sigterm_at(5), pytest.raises(RunInterrupted):
+        splatgen.generate(prompt, config="world", out_dir=out, overrides=TINY)
     staging = out.with_name(out.name + ".partial")
     assert (staging / "checkpoints" / "interrupted.pt").is_file() and (staging / "metrics.jsonl").is_file()
     return staging
@@ -191,25 +175,9 @@ def test_a_malformed_checkpoint_is_named_and_its_work_kept(tmp_path, content, re
 
 
 def test_a_checkpoint_of_another_prompt_is_not_resumed(tmp_path):
-    other = tmp_path / "chair"
-    from splatgen import trainer as trainer_mod
-
-    original = trainer_mod.Trainer.train_step
-
-    def stop_at_5(self, step):
-        if step == 5:
-            self.request_stop(signal.SIGTERM)
-        return original(self, step)
-
-    trainer_mod.Trainer.train_step = stop_at_5
-    try:
-        with pytest.raises(RunInterrupted):
-            splatgen.generate("a blue chair", config="world", out_dir=other, overrides=TINY)
-    finally:
-        trainer_mod.Trainer.train_step = original
+    foreign = interrupted_run(tmp_path / "chair", "a blue chair") / "checkpoints" / "interrupted.pt"
     out = tmp_path / "run"
     staging = interrupted_run(out)
-    foreign = other.with_name("chair.partial") / "checkpoints" / "interrupted.pt"
     (staging / "checkpoints" / "interrupted.pt").write_bytes(foreign.read_bytes())
     with pytest.raises(RunDirError, match="saved by a run of 'a blue chair', not of 'a red mug'"):
         gen(out, resume=True)
