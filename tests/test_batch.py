@@ -204,3 +204,33 @@ def test_a_rank_killed_under_torchrun_is_restarted_and_every_prompt_finishes_onc
     assert len(_finished(out)) == 6 and not list(out.glob("*.partial"))
     done = [row["name"] for row in read_manifest(out) if row["status"] == "done"]
     assert sorted(done) == _finished(out), "every prompt recorded done exactly once"
+
+
+def test_a_100000_line_batch_file_is_checked_in_seconds_with_its_errors_line(tmp_path):
+    """Configs are resolved once per override set (seeds apart): the whole file is checked before any model loads,
+    and a bad override near its end is named with its line number within CI's patience (the issue: 30 s)."""
+    import json as _json
+    import time as _time
+
+    from splatgen.batch import plan_items, read_prompts
+    from splatgen.errors import ConfigError
+
+    lines = []
+    for i in range(100_000):
+        over = {"run": {"steps": 100 + i % 3}}
+        lines.append(_json.dumps({"prompt": f"a red mug {i}", "seed": i, "overrides": over}))
+    lines[99_990] = _json.dumps({"prompt": "a red mug", "overrides": {"run": {"stepz": 5}}})
+    path = tmp_path / "big.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    t0 = _time.perf_counter()
+    with pytest.raises(ConfigError, match=r"big.jsonl:99991: .*stepz"):
+        plan_items(read_prompts(path), "world", source=str(path))
+    assert _time.perf_counter() - t0 < 30
+    # without the bad line: every entry planned, each with its own seed and steps
+    lines[99_990] = _json.dumps({"prompt": "a red mug", "seed": 7})
+    path.write_text("\n".join(lines) + "\n")
+    items = plan_items(read_prompts(path), "world", source=str(path))
+    assert len(items) == 100_000
+    a, b = items[4].config(), items[5].config()
+    assert (a.run.seed, a.run.steps, a.prompt) == (4, 101, "a red mug 4") and (b.run.seed, b.run.steps) == (5, 102)
+    assert items[99_990].config().run.seed == 7 and items[4].cfg is items[7].cfg  # one resolve per override set
