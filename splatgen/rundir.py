@@ -30,6 +30,7 @@ one back on whatever device and renderer this machine has.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -298,6 +299,10 @@ class RunFolder:
             )
         if resume:
             folder.resumed = True
+            # Scores of the interrupted model (``splatgen evaluate`` on the .partial) do not describe the run it
+            # becomes; a finished run writes its own.
+            with contextlib.suppress(FileNotFoundError):
+                (staging / "metrics.json").unlink()
         elif overwrite or step is None:
             # --overwrite, or a run that died before saving any state (e.g. during setup): start again
             _clear(staging)
@@ -454,6 +459,9 @@ class RunFolder:
         """Make the run visible under its final name (replacing an old run when overwriting); returns it."""
         self.close_logs()
         clean_temp_files(self.path)
+        # A resumed run is complete now: the model its interruption kept is superseded by the final one.
+        with contextlib.suppress(FileNotFoundError):
+            (self.path / "interrupted.ply").unlink()
         old = None
         if self.final.exists():
             if not self.overwrite:  # pragma: no cover - claim() refused this already

@@ -181,3 +181,64 @@ def test_a_checkpoint_of_another_prompt_is_not_resumed(tmp_path):
     (staging / "checkpoints" / "interrupted.pt").write_bytes(foreign.read_bytes())
     with pytest.raises(RunDirError, match="saved by a run of 'a blue chair', not of 'a red mug'"):
         gen(out, resume=True)
+
+
+# ---- hostile run folders, drawn at random --------------------------------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+#: files of an interrupted run's folder someone could have planted links in, truncated or replaced
+PLANTABLE = [".lock", "metrics.jsonl", "config.yaml", "interrupted.ply", "checkpoints/interrupted.pt"]
+ACTIONS = st.sampled_from(["link", "truncate", "empty", "garbage", "leave"])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(PLANTABLE), ACTIONS), min_size=1, max_size=4, unique_by=lambda x: x[0]))
+def test_a_hostile_interrupted_folder_never_makes_splatgen_write_outside_it(tmp_path_factory, plan):
+    """Whatever links, truncations and garbage an interrupted run folder holds, ``export``, ``evaluate`` and
+    ``generate --resume`` never change a file outside it, and fail (if they fail) with a splatgen error."""
+    from splatgen.errors import SplatgenError
+    from splatgen.export import load_ply
+    from splatgen.rundir import find_run
+    from splatgen.world.metrics import evaluate_run
+
+    tmp = tmp_path_factory.mktemp("hostile")
+    out = tmp / "run"
+    staging = interrupted_run(out)
+    targets = []
+    for name, action in plan:
+        f = staging / name
+        if action == "link":
+            t = victim(tmp, name.replace("/", "_") + ".victim")
+            targets.append(t)
+            plant(f, t)
+        elif action == "truncate" and f.is_file():
+            data = f.read_bytes()
+            f.write_bytes(data[: len(data) // 3])
+        elif action == "empty":
+            f.write_bytes(b"")
+        elif action == "garbage":
+            f.write_bytes(b"\x00\xffnot what splatgen wrote" * 7)
+    for attempt in (lambda: evaluate_run(find_run(out), device="cpu"),
+                    lambda: load_ply(find_run(out).model),
+                    lambda: gen(out, resume=True)):
+        try:
+            attempt()
+        except SplatgenError:
+            pass
+        except (ValueError, OSError) as exc:  # pragma: no cover - what the test is here to catch
+            raise AssertionError(f"{plan}: {type(exc).__name__}: {exc}") from None
+        for t in targets:
+            assert t.read_text() == VICTIM_TEXT, (plan, t)
+
+
+def test_a_resumed_run_finishes_without_the_interrupted_leftovers(tmp_path):
+    from splatgen.world.metrics import evaluate_run
+
+    out = tmp_path / "run"
+    staging = interrupted_run(out)
+    with pytest.warns(UserWarning, match="not finished"):
+        evaluate_run(out, device="cpu")
+    assert (staging / "metrics.json").is_file() and (staging / "interrupted.ply").is_file()
+    gen(out, resume=True)
+    assert not (out / "interrupted.ply").exists() and not (out / "metrics.json").exists()  # run.evaluate=false
