@@ -173,7 +173,7 @@ def generate(
             out_dir.release() if out_dir.resumed else out_dir.abandon()
         raise
     run = out_dir if isinstance(out_dir, RunFolder) or out_dir is None else \
-        RunFolder.claim(out_dir, overwrite=overwrite, resume=resume)
+        RunFolder.claim(out_dir, overwrite=overwrite, resume=resume, require_interrupted=resume)
     return run_generation(cfg, run, guidance=guidance, profile=profile, t0=t0)
 
 

@@ -149,7 +149,7 @@ def _cmd_generate(args) -> int:
     if args.out is None:
         out = RunFolder.claim_numbered(RUNS_ROOT, slug(prompt))
     else:
-        out = RunFolder.claim(args.out, overwrite=args.overwrite, resume=args.resume)
+        out = RunFolder.claim(args.out, overwrite=args.overwrite, resume=args.resume, require_interrupted=args.resume)
     log.info("writing %s (renamed %s when complete)", out.path, out.final)
     try:
         result = generate(prompt, config=cfg, out_dir=out, profile=args.profile)

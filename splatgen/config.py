@@ -651,7 +651,11 @@ def load_config(
             try:
                 merged = OmegaConf.merge(merged, layer)
             except (TypeError, ValueError) as exc:  # OmegaConf's own, e.g. a mapping where a list belongs
-                raise ConfigError(f"{name}: a value has the wrong shape for its key ({exc})") from None
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                key = getattr(exc, "full_key", None)
+                if key:  # a value of the wrong type for a typed key: one line, the key and what was wrong
+                    raise ConfigError(f"{name}: bad value for {key}: {first}") from None
+                raise ConfigError(f"{name}: a value has the wrong shape for its key ({first})") from None
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         raise ConfigError(_explain(exc)) from None

@@ -238,8 +238,10 @@ class RunFolder:
 
     # ---------------------------------------------------------------- claiming
     @classmethod
-    def claim(cls, out: str | Path, *, overwrite: bool = False, resume: bool = False) -> "RunFolder":
-        """Own the run folder ``out`` (see the module docstring).
+    def claim(cls, out: str | Path, *, overwrite: bool = False, resume: bool = False,
+              require_interrupted: bool = False) -> "RunFolder":
+        """Own the run folder ``out`` (see the module docstring). ``require_interrupted`` (``--resume`` asked by a
+        user): refuse when there is no interrupted run to continue, instead of starting one.
 
         Raises:
             RunDirError: ``out`` is a file, holds a finished run (without ``overwrite``), holds other files, or
@@ -259,8 +261,11 @@ class RunFolder:
                               "--overwrite to replace it once the new run is complete")
         if out.is_dir() and not present and any(out.iterdir()):
             raise RunDirError(f"{out} is not empty and holds no run; choose a new or empty folder for --out")
-        _mkdir_parents(out.parent)
         staging = partial_path(out)
+        if require_interrupted and not overwrite and not staging.exists():
+            raise RunDirError(f"there is no interrupted run in {out} to resume ({staging} does not exist); leave out "
+                              "--resume to start a new run there")
+        _mkdir_parents(out.parent)
         try:
             staging.mkdir()
             created = True

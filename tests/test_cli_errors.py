@@ -181,3 +181,18 @@ def test_the_cli_shortens_openmp_spinning_before_torch_loads_unless_the_user_cho
     base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("override,needle", [("run.steps=abc", "bad value for run.steps"),
+                                             ("render.resolution_milestones=3", "bad value for render.resolution_milestones")])
+def test_a_value_of_the_wrong_type_is_one_line(override, needle, tmp_path, capsys, monkeypatch):
+    code, _, err = run_cli(["generate", "a red mug", "--config", "world", *TINY, override], capsys, tmp_path, monkeypatch)
+    one_line_error(code, err, needle)
+    assert "full_key" not in err and "reference_type" not in err  # no OmegaConf dump after the line
+
+
+def test_resume_where_nothing_was_interrupted_is_refused(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "never-ran"
+    code, _, err = run_cli(["generate", "a red mug", "--config", "world", *TINY, "--out", str(out), "--resume"], capsys)
+    one_line_error(code, err, "no interrupted run", "leave out --resume")
+    assert not out.exists() and not out.with_name("never-ran.partial").exists()
