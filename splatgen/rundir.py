@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import socket
 import time
@@ -578,7 +579,9 @@ def find_run(path: str | Path, allow_interrupted: bool = True) -> RunView:
     if _being_written(path):
         raise NotARunError(f"{path} is being written right now by {_owner(path)}; wait until it finishes")
     final = path.with_name(path.name[: -len(PARTIAL)])
-    resume = f"continue it with: splatgen generate {json.dumps(cfg.prompt)} --out {final} --resume"
+    # The run's own config file carries every setting it started with, so the command works as printed.
+    resume = (f"continue it with: splatgen generate {shlex.quote(cfg.prompt)} --config "
+              f"{shlex.quote(str(path / CONFIG))} --out {shlex.quote(str(final))} --resume")
     candidates = [path / "interrupted.ply", path / "last_good.ply"] if cfg.model.type != "nerf" else \
         [path / f"{CHECKPOINTS}/interrupted.pt"]
     found = [p for p in candidates if p.is_file()]

@@ -242,3 +242,19 @@ def test_a_resumed_run_finishes_without_the_interrupted_leftovers(tmp_path):
     assert (staging / "metrics.json").is_file() and (staging / "interrupted.ply").is_file()
     gen(out, resume=True)
     assert not (out / "interrupted.ply").exists() and not (out / "metrics.json").exists()  # run.evaluate=false
+
+
+def test_the_continue_hint_of_an_interrupted_run_works_as_printed(tmp_path):
+    import shlex
+
+    from splatgen.rundir import find_run
+
+    out = tmp_path / "my run"
+    interrupted_run(out)
+    note = find_run(out).note
+    command = note[note.index("continue it with: ") + len("continue it with: "):].rstrip(")")
+    args = shlex.split(command)
+    assert args[:2] == ["splatgen", "generate"] and "--config" in args and "--resume" in args
+    r = cli(*args[1:], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (out / "splats.ply").is_file()
