@@ -612,6 +612,18 @@ def _explain(exc: OmegaConfBaseException) -> str:
     return f"bad value for config key {key!r}: {msg}" if key else msg
 
 
+#: OmegaConf's interpolation that reads an environment variable: refused in config files and overrides
+_ENV_INTERPOLATION = re.compile(r"\$\{\s*oc\.env\s*:")
+
+
+def _no_environment(text: str, where: str) -> None:
+    """A config (often shared: a lab's file, a downloaded run's config.yaml) must not copy the environment of the
+    person who runs it into the run's saved config.yaml: ``${oc.env:...}`` is refused; write the value itself."""
+    if _ENV_INTERPOLATION.search(text):
+        raise ConfigError(f"{where} reads an environment variable (${{oc.env:...}}); splatgen does not copy the "
+                          "environment into a run's config: write the value itself")
+
+
 def load_config(
     files: Sequence[str | Path] = (),
     overrides: Sequence[str] = (),
@@ -624,6 +636,7 @@ def load_config(
         layers, names = [base], ["the defaults"]
         for f in files:
             where, text = read_config_file(f)
+            _no_environment(text, where)
             try:
                 data = OmegaConf.create(text)
             except yaml.YAMLError as exc:
@@ -637,6 +650,7 @@ def load_config(
         for o in overrides:
             if "=" not in o:
                 raise ConfigError(f"override {o!r} is not of the form key=value (e.g. run.steps=200)")
+            _no_environment(o, f"override {o!r}")
         for o in overrides:
             try:
                 layers.append(OmegaConf.from_dotlist([o]))

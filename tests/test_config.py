@@ -108,3 +108,19 @@ def test_progress_on_off_survive_yaml_booleans(typed, expected, tmp_path: Path):
 def test_progress_bad_value_still_refused():
     with pytest.raises(ConfigError, match="run.progress"):
         load_config(overrides=["run.progress=sometimes"])
+
+
+def test_a_config_never_copies_the_environment(tmp_path, monkeypatch):
+    from splatgen.errors import ConfigError
+
+    monkeypatch.setenv("SPLATGEN_TEST_SECRET", "hunter2")
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("guidance:\n  negative_prompt: ${oc.env:SPLATGEN_TEST_SECRET}\n")
+    with pytest.raises(ConfigError, match="reads an environment variable"):
+        load_config([shared])
+    with pytest.raises(ConfigError, match="reads an environment variable"):
+        load_config(overrides=["guidance.negative_prompt=${ oc.env:SPLATGEN_TEST_SECRET}"])
+    # other interpolations of the config itself still work
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("run:\n  steps: 40\n  log_every: ${run.steps}\n")
+    assert load_config([ok]).run.log_every == 40
