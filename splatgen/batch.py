@@ -56,6 +56,8 @@ log = logging.getLogger("splatgen")
 
 MANIFEST = "manifest.jsonl"
 SUMMARY_CSV = "summary.csv"
+#: seconds between rewrites of summary.csv and index.html while a batch runs (and once at its end)
+SUMMARY_EVERY_S = 30.0
 GALLERY = "index.html"
 BATCH_INFO = "batch.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -441,6 +443,8 @@ def generate_many(
 
         done0 = sum(1 for it in items if (out / it.name).is_dir())
         bar = tqdm(total=len(items), initial=done0, desc="prompts", unit="prompt", dynamic_ncols=True)
+    last_summary = time.monotonic()
+    failing = True  # until the loop ends normally: a summary that cannot be written then must not hide why
     try:
         for i in order:
             it = items[i]
@@ -456,12 +460,25 @@ def generate_many(
             if bar is not None:
                 bar.n = sum(1 for x in items if (out / x.name).is_dir())
                 bar.refresh()
+            # summary.csv and index.html follow the prompts as they finish (at most every SUMMARY_EVERY_S: each
+            # rewrite reads the whole manifest), and are written whole at the end.
+            if time.monotonic() - last_summary >= SUMMARY_EVERY_S:
+                write_summary(out, items, gallery)
+                last_summary = time.monotonic()
+        failing = False
     finally:
         if bar is not None:
             bar.close()
         for g in guidances.values():
             g.release()
-        counts = write_summary(out, items, gallery)
+        if failing:
+            try:
+                write_summary(out, items, gallery)
+            except SplatgenError as exc:  # e.g. the disk that stopped the batch is full: its own error goes on
+                log.warning("batch %s: %s", out, exc)
+            counts = {}
+        else:
+            counts = write_summary(out, items, gallery)
     rows = item_states(out, items)
     log.info("batch %s: %s", out, ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
     return {**counts, "rows": rows}

@@ -251,6 +251,10 @@ class RunFolder:
             OutputError: the folder cannot be created (permissions, read-only, ...).
         """
         out = Path(out)
+        for p in (out, partial_path(out)):
+            if p.is_symlink():  # the run would be renamed onto the link at its very end, or written through it
+                raise RunDirError(f"--out {out}: {p} is a symbolic link; give the real folder (splatgen never writes "
+                                  "through links)")
         if out.exists() and not out.is_dir():
             raise RunDirError(f"--out {out} is a file; give a folder (it is created)")
         if out.name.endswith(PARTIAL):

@@ -234,3 +234,33 @@ def test_a_100000_line_batch_file_is_checked_in_seconds_with_its_errors_line(tmp
     a, b = items[4].config(), items[5].config()
     assert (a.run.seed, a.run.steps, a.prompt) == (4, 101, "a red mug 4") and (b.run.seed, b.run.steps) == (5, 102)
     assert items[99_990].config().run.seed == 7 and items[4].cfg is items[7].cfg  # one resolve per override set
+
+
+def test_the_summary_follows_the_prompts_and_never_hides_why_a_batch_stopped(tmp_path, monkeypatch):
+    import splatgen.batch as batch
+    from splatgen.errors import OutputError
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red mug\na blue chair\n")
+    calls = []
+    real = batch.write_summary
+
+    def counting(out, items, gallery=True):
+        calls.append(sorted(p.name for p in out.iterdir() if p.is_dir()))
+        return real(out, items, gallery)
+
+    monkeypatch.setattr(batch, "write_summary", counting)
+    monkeypatch.setattr(batch, "SUMMARY_EVERY_S", 0.0)
+    batch.run_batch(prompts, tmp_path / "b", config=["world"], overrides=TINY)
+    assert len(calls) == 3 and len(calls[0]) == 1 and len(calls[1]) == 2  # after each prompt, then at the end
+
+    def disk_full(*args, **kwargs):
+        raise OutputError("cannot write runs/x/splats.ply: No space left on device")
+
+    def summary_fails(out, items, gallery=True):
+        raise OutputError("cannot write summary.csv: No space left on device")
+
+    monkeypatch.setattr(batch, "_attempt", disk_full)
+    monkeypatch.setattr(batch, "write_summary", summary_fails)
+    with pytest.raises(OutputError, match="splats.ply"):
+        batch.run_batch(prompts, tmp_path / "c", config=["world"], overrides=TINY)

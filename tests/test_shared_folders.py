@@ -258,3 +258,17 @@ def test_the_continue_hint_of_an_interrupted_run_works_as_printed(tmp_path):
     r = cli(*args[1:], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (out / "splats.ply").is_file()
+
+
+def test_an_out_that_is_a_link_is_refused_before_training(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(RunDirError, match="is a symbolic link"):
+        gen(link)
+    staging_link = tmp_path / "other.partial"
+    staging_link.symlink_to(real)
+    with pytest.raises(RunDirError, match="is a symbolic link"):
+        gen(tmp_path / "other")
+    assert not any(real.iterdir())
