@@ -127,6 +127,7 @@ def atomic_path(path: Union[str, Path], durable: bool = True) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}{TMP_SUFFIX}{path.suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(path)
         yield tmp
         if durable:
             with open(tmp, "rb+") as f:
@@ -184,6 +185,30 @@ def json_line(obj: Any) -> str:
 def write_json(path: Union[str, Path], obj: Any) -> Path:
     """Strict JSON (NaN/Inf as null), indented, written atomically."""
     return atomic_write_text(path, json.dumps(json_safe(obj), indent=2, allow_nan=False))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temp_files(path: Union[str, Path]) -> int:
+    """Remove the temporary files of earlier writes of ``path`` whose process is gone (a ``kill -9`` during an
+    export leaves one, and the ffmpeg it fed finishes writing into it after): they are ``.<stem>.<pid>`` files of
+    this module beside ``path``; those of live processes are left alone. Returns how many went."""
+    path = Path(path)
+    n = 0
+    for p in path.parent.glob(f".{path.stem}.*{TMP_SUFFIX}{path.suffix}"):
+        pid = p.name[len(path.stem) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            _remove(p)
+            n += 1
+    return n
 
 
 def clean_temp_files(folder: Union[str, Path]) -> int:

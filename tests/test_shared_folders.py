@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,21 @@ def test_an_out_that_is_a_link_is_refused_before_training(tmp_path):
     with pytest.raises(RunDirError, match="is a symbolic link"):
         gen(tmp_path / "other")
     assert not any(real.iterdir())
+
+
+def test_an_export_clears_what_a_killed_export_of_the_same_file_left(tmp_path):
+    import os
+    import subprocess as sp
+
+    from splatgen.fileio import TMP_SUFFIX, atomic_write
+
+    dead = sp.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f".mug.{dead_pid}{TMP_SUFFIX}.mp4"
+    live = tmp_path / f".mug.{os.getppid()}{TMP_SUFFIX}.mp4"  # a live process's write in progress
+    other = tmp_path / f".cup.{dead_pid}{TMP_SUFFIX}.mp4"  # another file's: not this export's business
+    for p in (stale, live, other):
+        p.write_bytes(b"half an mp4")
+    atomic_write(tmp_path / "mug.mp4", lambda f: f.write(b"video"))
+    assert (tmp_path / "mug.mp4").read_bytes() == b"video"
+    assert not stale.exists() and live.exists() and other.exists()
