@@ -291,3 +291,46 @@ def test_an_export_clears_what_a_killed_export_of_the_same_file_left(tmp_path):
     atomic_write(tmp_path / "mug.mp4", lambda f: f.write(b"video"))
     assert (tmp_path / "mug.mp4").read_bytes() == b"video"
     assert not stale.exists() and live.exists() and other.exists()
+
+
+BATCH_FILES = ["manifest.jsonl", ".records.lock", "batch.json", "summary.csv", "index.html"]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(BATCH_FILES), ACTIONS), min_size=1, max_size=4, unique_by=lambda x: x[0]))
+def test_a_hostile_batch_folder_never_makes_splatgen_write_outside_it(tmp_path_factory, plan):
+    """Links, truncations and garbage in a batch folder's own files: rerunning the batch never changes a file
+    outside it, never loses its finished prompt, and fails (if it fails) with a splatgen error."""
+    import shutil
+
+    from splatgen.batch import run_batch
+    from splatgen.errors import SplatgenError
+
+    tmp = tmp_path_factory.mktemp("hostile-batch")
+    prompts = tmp / "p.txt"
+    prompts.write_text("a red mug\na blue chair\n")
+    out = tmp / "b"
+    run_batch(prompts, out, config=["world"], overrides=TINY)
+    runs = sorted(p for p in out.iterdir() if p.is_dir())
+    kept = (runs[0] / "splats.ply").read_bytes()
+    shutil.rmtree(runs[1])  # one prompt to make again
+    targets = []
+    for name, action in plan:
+        f = out / name
+        if action == "link":
+            t = victim(tmp, name.lstrip(".") + ".victim")
+            targets.append(t)
+            plant(f, t)
+        elif action == "truncate" and f.is_file():
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+        elif action == "empty":
+            f.write_bytes(b"")
+        elif action == "garbage":
+            f.write_bytes(b"\x00\xffnot what splatgen wrote" * 7)
+    try:
+        run_batch(prompts, out, config=["world"], overrides=TINY)
+    except SplatgenError:
+        pass
+    for t in targets:
+        assert t.read_text() == VICTIM_TEXT, (plan, t)
+    assert (runs[0] / "splats.ply").read_bytes() == kept, "a finished prompt is never lost"
