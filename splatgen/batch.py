@@ -226,11 +226,13 @@ def read_manifest(out: Path) -> List[Dict[str, Any]]:
     if path.is_symlink() or not path.is_file():  # a link is not this batch's manifest (the next append replaces it)
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash of an old version; never written by this one (whole-line appends)
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue  # a line cut by a crash of an old version (never written by this one: whole-line appends)
+        if isinstance(row, dict) and isinstance(row.get("name"), str):  # anything else is not a record of ours
+            rows.append(row)
     return rows
 
 
@@ -380,9 +382,11 @@ def _check_batch_folder(out: Path, fingerprint: Dict[str, Any], source: str) -> 
     info = out / BATCH_INFO
     if info.is_file():
         try:
-            old = json.loads(info.read_text())
-        except (OSError, json.JSONDecodeError):
-            raise RunDirError(f"{info} is damaged; move the folder away or fix it") from None
+            old = json.loads(info.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+            old = None
+        if not isinstance(old, dict):
+            raise RunDirError(f"{info} is damaged; move the folder away or fix it")
         if old.get("sha256") != fingerprint["sha256"]:
             raise RunDirError(
                 f"--out {out} holds another batch ({old.get('prompts')} prompts from {old.get('source')}, config "

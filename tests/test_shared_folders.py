@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -185,7 +186,7 @@ def test_a_checkpoint_of_another_prompt_is_not_resumed(tmp_path):
 
 
 # ---- hostile run folders, drawn at random --------------------------------------------------------------------
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 #: files of an interrupted run's folder someone could have planted links in, truncated or replaced
@@ -298,6 +299,8 @@ BATCH_FILES = ["manifest.jsonl", ".records.lock", "batch.json", "summary.csv", "
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(BATCH_FILES), ACTIONS), min_size=1, max_size=4, unique_by=lambda x: x[0]))
+@example(plan=[("manifest.jsonl", "garbage")])  # bytes that are not UTF-8 (once a traceback from the summary)
+@example(plan=[("batch.json", "garbage")])
 def test_a_hostile_batch_folder_never_makes_splatgen_write_outside_it(tmp_path_factory, plan):
     """Links, truncations and garbage in a batch folder's own files: rerunning the batch never changes a file
     outside it, never loses its finished prompt, and fails (if it fails) with a splatgen error."""
@@ -334,3 +337,14 @@ def test_a_hostile_batch_folder_never_makes_splatgen_write_outside_it(tmp_path_f
     for t in targets:
         assert t.read_text() == VICTIM_TEXT, (plan, t)
     assert (runs[0] / "splats.ply").read_bytes() == kept, "a finished prompt is never lost"
+
+
+def test_a_manifest_keeps_only_its_own_records(tmp_path):
+    """Lines that are not UTF-8, not JSON, or JSON that is not a record (no name) are skipped, not fatal."""
+    from splatgen.batch import MANIFEST, read_manifest
+
+    good = {"name": "000-a-red-mug", "status": "done"}
+    (tmp_path / MANIFEST).write_bytes(b"\n".join([
+        b"\x00\xff\xfe", b"5", b"[1, 2]", b'{"status": "done"}', b'{"name": 7}', b'{"name": "cut', json.dumps(good).encode()
+    ]) + b"\n")
+    assert read_manifest(tmp_path) == [good]

@@ -141,8 +141,8 @@ class DistillationLoss:
         raise NotImplementedError
 
     def after_backward(self, x0: Tensor, t: Tensor, cams: Cameras, generator: torch.Generator) -> Dict[str, Tensor]:
-        """Called once per step after the 3D model's backward pass (VSD trains its estimator here); returns
-        scalars to log."""
+        """Called once per step after the 3D model's backward pass (VSD trains its estimator here); returns its
+        statistics as device tensors (VSD: the estimator's diffusion loss), left unsynchronised."""
         return {}
 
     def state_dict(self) -> Optional[Dict[str, Any]]:
