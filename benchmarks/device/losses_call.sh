@@ -5,6 +5,7 @@
 #
 #   bash benchmarks/device/losses_call.sh timing table     # solo seconds of each loss, then the table
 #   bash benchmarks/device/losses_call.sh tests explore     # GPU tests; a sweep on the 16 tuning prompts
+#   TABLE_METHODS="vsd pn03 pn05" bash benchmarks/device/losses_call.sh table   # rows still missing (see results/losses/README.md)
 #
 # Phases, each under its own time limit (seconds, from the environment), writing into $OUT as they go:
 #   timing   solo runs of each method on one prompt (one process, after a warm-up): the seconds column     TIMING_S=100
@@ -31,7 +32,14 @@ mkdir -p $PREV
 VARIANTS=(--variant pn2 guidance.perp_neg=true guidance.perp_neg_weight=2
           --variant ism-k1 guidance.loss=ism guidance.ism_inversion_steps=1
           --variant ism-lucid guidance.loss=ism schedule.timestep=step schedule.step_t_max_end=0.5 schedule.step_at=0.3
-          --variant vsd-renders guidance.loss=vsd guidance.vsd_estimator=renders)
+          --variant vsd-renders guidance.loss=vsd guidance.vsd_estimator=renders
+          --variant pn03 guidance.perp_neg=true guidance.perp_neg_weight=0.3
+          --variant pn05 guidance.perp_neg=true guidance.perp_neg_weight=0.5
+          # equal wall-clock: the heavier losses get the seconds of SDS's 300 steps (GPU solo ratios of the H100
+          # timing: Perp-Neg 1.21x, ISM 2.75x; VSD's LoRA from the CPU's 3.16x until it is timed on the GPU)
+          --variant pn-eq guidance.perp_neg=true run.steps=250
+          --variant ism-eq guidance.loss=ism run.steps=110
+          --variant vsd-eq guidance.loss=vsd run.steps=95)
 TABLE_METHODS=${TABLE_METHODS:-sds csd nfsd ism vsd sds+perpneg}
 WORLD_METHODS=${WORLD_METHODS:-$TABLE_METHODS}
 
