@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .cameras import Cameras, evenly_spaced_cameras
-from .config import Config, load_config
+from .config import Config, config_files, load_config
 from .errors import ConfigError, PromptError, RunDirError, short
 from .export import save_image_grid, save_ply
 from .fileio import load_checkpoint
@@ -117,9 +117,8 @@ def resolve_config(config: str | Path | Sequence[str | Path] | Config | None = N
 
         base = OmegaConf.to_container(OmegaConf.structured(config))
         return load_config(extra=_deep_merge(base, extra), overrides=overrides)
-    # No config: the bundled offline default (configs/default.yaml), as `splatgen generate` uses.
-    files = ["default"] if config is None else ([config] if isinstance(config, (str, Path)) else list(config))
-    return load_config(files, overrides, extra=extra)
+    # No config: the bundled offline default (configs/default.yaml), as `splatgen generate` and `splatgen config` use.
+    return load_config(config_files(config), overrides, extra=extra)
 
 
 def generate(

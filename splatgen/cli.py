@@ -191,12 +191,15 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_config(args) -> int:
-    from .config import config_to_yaml, describe_config, load_config
+    from .config import DEFAULT_PRESET, config_files, config_to_yaml, describe_config, load_config
 
+    # The files `generate` applies (the bundled default one when --config is not given), so what this shows is
+    # what a run gets.
+    cfg = load_config(config_files(args.config or None), args.overrides)
     if args.resolved or args.config or args.overrides:
-        print(config_to_yaml(load_config(args.config, args.overrides)))
+        print(config_to_yaml(cfg))
     else:
-        print(describe_config())
+        print(describe_config(cfg, f"set by the bundled {DEFAULT_PRESET!r} config"))
     return 0
 
 

@@ -624,6 +624,19 @@ def _no_environment(text: str, where: str) -> None:
                           "environment into a run's config: write the value itself")
 
 
+#: the bundled config applied when none is given (``splatgen generate`` and ``splatgen config``, ``splatgen.generate``):
+#: its values over the dataclass defaults below are the defaults a user gets.
+DEFAULT_PRESET = "default"
+
+
+def config_files(config: str | Path | Sequence[str | Path] | None) -> List[str | Path]:
+    """The config files a run applies: ``config`` (a bundled name or a path, or a list of them), or
+    :data:`DEFAULT_PRESET` when it is None."""
+    if config is None:
+        return [DEFAULT_PRESET]
+    return [config] if isinstance(config, (str, Path)) else list(config)
+
+
 def load_config(
     files: Sequence[str | Path] = (),
     overrides: Sequence[str] = (),
@@ -696,18 +709,24 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def describe_config() -> str:
-    """Every key with its default and its docstring, for ``splatgen config``."""
+def describe_config(cfg: Optional[Config] = None, source: str = "") -> str:
+    """Every key with its value in ``cfg`` (None: the dataclass defaults) and its docstring, for ``splatgen config``.
+
+    ``source`` names where ``cfg``'s values come from (``splatgen config`` passes :data:`DEFAULT_PRESET`'s): a key
+    it sets to another value than the dataclass default says so, with that default (what ``Config()`` holds)."""
+    built_in = Config()
+    cfg = built_in if cfg is None else cfg
     lines = []
-    default = Config()
     for sec in dataclasses.fields(Config):
         if sec.name == "prompt":
             continue
-        obj = getattr(default, sec.name)
+        obj, base = getattr(cfg, sec.name), getattr(built_in, sec.name)
         docs = field_docs(type(obj))
         lines.append(f"[{sec.name}]")
         for f in dataclasses.fields(obj):
-            lines.append(f"  {sec.name}.{f.name} = {getattr(obj, f.name)!r}")
+            value, default = getattr(obj, f.name), getattr(base, f.name)
+            note = f"  # {source}; built-in default {default!r}" if source and value != default else ""
+            lines.append(f"  {sec.name}.{f.name} = {value!r}{note}")
             if f.name in docs:
                 lines.append(f"      {docs[f.name]}")
     return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""What the command line shows a user when nothing goes wrong: the defaults `splatgen config` lists are the ones a
+run gets, each log line once, help examples that match the README, and files described as a check of them finds."""
+
+from __future__ import annotations
+
+import ast
+import collections
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from splatgen.cli import main as cli_main
+from splatgen.config import Config
+
+#: what every prompt of the logging test overrides: two steps of the bundled prior, nothing written but the run
+TINY_PRIOR = ["run.steps=2", "run.log_every=1", "model.num_points=48", "camera.batch_size=1", "run.preview_views=0",
+              "run.evaluate=false", "run.progress=off", "render.backend=torch"]
+
+
+class _Stopped(Exception):
+    """Raised in place of training, once the run folder holds its config.yaml."""
+
+
+def _stop(self):
+    raise _Stopped
+
+
+def test_config_resolved_is_the_config_a_generation_writes(tmp_path, capsys, monkeypatch):
+    from splatgen import components, trainer
+    from splatgen.world.oracle import WorldGuidance
+
+    # A generation with no --config and no overrides, as a user types it. Loading the bundled prior takes seconds
+    # and 300 steps take minutes; neither changes the config.yaml the run writes before its first step, so a
+    # small oracle stands in for the prior and the run stops where training would begin.
+    monkeypatch.setitem(components.GUIDANCE_BUILDERS, "pixel",
+                        lambda cfg, device: WorldGuidance(num_views=8, resolution=16, camera=cfg.camera, device=device))
+    monkeypatch.setattr(trainer.Trainer, "train", _stop)
+    with pytest.raises(_Stopped):
+        cli_main(["generate", "a red mug", "--out", str(tmp_path / "run")])
+    written = yaml.safe_load((tmp_path / "run.partial" / "config.yaml").read_text())
+    capsys.readouterr()
+    assert cli_main(["config", "--resolved"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert written.pop("prompt") == "a red mug"  # the run's own key; everything else is a default
+    shown.pop("prompt")
+    assert shown == written
+
+
+def test_config_lists_each_key_with_the_value_a_run_gets_and_what_it_is(capsys):
+    assert cli_main(["config"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert cli_main(["config", "--resolved"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    built_in = Config()
+    listed = {}
+    for i, line in enumerate(lines):
+        m = re.fullmatch(r"  (\w+)\.(\w+) = (.*?)(  # (.*))?", line)
+        if not m:
+            continue
+        sec, key, value, note = m.group(1), m.group(2), ast.literal_eval(m.group(3)), m.group(5)
+        listed[f"{sec}.{key}"] = value
+        assert value == resolved[sec][key], line
+        assert lines[i + 1].startswith("      ") and lines[i + 1].strip(), f"{line}: no description under it"
+        default = getattr(getattr(built_in, sec), key)
+        if value == default:
+            assert note is None, line
+        else:  # a key the bundled default config sets says so, and what Config() holds
+            assert note is not None and "'default' config" in note and f"built-in default {default!r}" in note, line
+    sections = {s.name: getattr(built_in, s.name) for s in dataclasses.fields(Config) if s.name != "prompt"}
+    assert sorted(listed) == sorted(f"{s}.{f.name}" for s, obj in sections.items() for f in dataclasses.fields(obj))
+    assert any(listed[k] != getattr(getattr(built_in, k.split(".")[0]), k.split(".")[1]) for k in listed)
