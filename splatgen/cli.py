@@ -346,6 +346,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
     log.setLevel(logging.INFO)
+    # The handler above prints our messages, and nothing else may: once a library configures the root logger,
+    # each would print a second time as "INFO:splatgen: ..." (open_clip, loading the bundled prior's text encoder,
+    # calls logging.info() on the root logger, which runs logging.basicConfig()). Restored on return.
+    propagate, log.propagate = log.propagate, False
     _SIGNAL_SEEN.clear()
     handlers = {"generate": _cmd_generate, "batch": _cmd_batch, "evaluate": _cmd_evaluate, "config": _cmd_config,
                 "export": _cmd_export, "view": _cmd_view}
@@ -386,6 +390,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 128 + _SIGNAL_SEEN[0]
         raise
     finally:
+        log.propagate = propagate
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)

@@ -75,3 +75,17 @@ def test_config_lists_each_key_with_the_value_a_run_gets_and_what_it_is(capsys):
     sections = {s.name: getattr(built_in, s.name) for s in dataclasses.fields(Config) if s.name != "prompt"}
     assert sorted(listed) == sorted(f"{s}.{f.name}" for s, obj in sections.items() for f in dataclasses.fields(obj))
     assert any(listed[k] != getattr(getattr(built_in, k.split(".")[0]), k.split(".")[1]) for k in listed)
+
+
+def test_a_batch_prints_each_log_line_once(tmp_path):
+    # The bundled prior's text encoder (open_clip) logs through the root logger, which configures it
+    # (logging.basicConfig): our own lines must not come out a second time as "INFO:splatgen: ...".
+    (tmp_path / "prompts.txt").write_text("a red mug\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    r = subprocess.run([sys.executable, "-m", "splatgen", "batch", "prompts.txt", "--out", "b1", *TINY_PRIOR],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert any(ln.endswith("1 done") for ln in lines), r.stderr  # the last line comes after the models loaded
+    assert not [ln for ln in lines if re.match(r"(INFO|WARNING|ERROR):splatgen:", ln)], r.stderr
+    assert [ln for ln, n in collections.Counter(lines).items() if n > 1] == [], r.stderr
