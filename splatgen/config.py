@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import inspect
 import math
 import re
@@ -604,11 +605,28 @@ def read_config_file(name: str | Path) -> tuple[str, str]:
     raise ConfigError(f"config file {str(name)!r} not found; give a path or one of the bundled names {config_names()}")
 
 
+def config_keys() -> List[str]:
+    """Every dotted key a config holds (``prompt``, ``run.steps``...), in the order ``splatgen config`` lists them."""
+    keys, default = [], Config()
+    for sec in dataclasses.fields(Config):
+        value = getattr(default, sec.name)
+        fields = dataclasses.fields(value) if dataclasses.is_dataclass(value) else ()
+        keys += [f"{sec.name}.{f.name}" for f in fields] or [sec.name]
+    return keys
+
+
 def _explain(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "Key" in type(exc).__name__ and key:
-        return f"unknown config key {key!r}; known sections: {sorted(SECTIONS)} (see configs/default.yaml)"
+        # 0.65: a swapped pair of letters still finds its key ('rnu' -> 'run'), 'trainer' no longer finds 'render'
+        close = difflib.get_close_matches(str(key), [*config_keys(), *SECTIONS], n=1, cutoff=0.65)
+        if close:
+            hint = f"did you mean {close[0]!r}? "
+        else:  # a dotted key is in a known section (OmegaConf names the section alone when that is unknown)
+            hint = "" if "." in str(key) else f"known sections: {sorted(SECTIONS)}; "
+        # `splatgen config`, not a file: an installed wheel has no configs/ folder
+        return f"unknown config key {key!r}; {hint}`splatgen config` lists every key"
     return f"bad value for config key {key!r}: {msg}" if key else msg
 
 

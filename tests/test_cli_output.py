@@ -89,3 +89,12 @@ def test_a_batch_prints_each_log_line_once(tmp_path):
     assert any(ln.endswith("1 done") for ln in lines), r.stderr  # the last line comes after the models loaded
     assert not [ln for ln in lines if re.match(r"(INFO|WARNING|ERROR):splatgen:", ln)], r.stderr
     assert [ln for ln, n in collections.Counter(lines).items() if n > 1] == [], r.stderr
+
+
+def test_an_unknown_key_is_one_line_with_a_close_match_and_no_file_to_look_in(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["generate", "a red mug", "run.stepz=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("splatgen: error: unknown config key 'run.stepz'"), err
+    assert "did you mean 'run.steps'?" in err and "`splatgen config`" in err and ".yaml" not in err, err
+    assert not (tmp_path / "runs").exists()
