@@ -20,15 +20,15 @@ from . import __version__
 from .errors import RunInterrupted, SplatgenError, short
 
 EPILOG = """examples:
-  splatgen generate "a red mug"                                   # offline, the procedural world's prior
-  splatgen generate "a red mug" run.steps=600 camera.batch_size=4
+  splatgen generate "a red mug" --out runs/red-mug                # offline, the procedural world's prior
+  splatgen generate "a red mug" run.steps=600 camera.batch_size=4 # no --out: a new folder under runs/
   splatgen generate "a DSLR photo of a corgi" --config sd21 guidance.model=/path/to/sd-2-1-base
   splatgen generate "a red mug" --config world --config nerf run.steps=1500   # the NeRF baseline
-  splatgen generate "a red mug" --out runs/mug --resume           # continue an interrupted run
+  splatgen generate "a red mug" --out runs/red-mug --resume       # continue an interrupted run
   splatgen batch prompts.txt --out batch/                         # many prompts, resumable, any number of GPUs
-  splatgen evaluate runs/a-red-mug
-  splatgen export runs/a-red-mug mug.ply
-  splatgen view runs/a-red-mug                                    # interactive 3D view in the browser
+  splatgen evaluate runs/red-mug
+  splatgen export runs/red-mug mug.ply
+  splatgen view runs/red-mug                                      # interactive 3D view in the browser
   splatgen config                                                 # every key, its default and meaning
 """
 

@@ -91,6 +91,13 @@ def test_a_batch_prints_each_log_line_once(tmp_path):
     assert [ln for ln, n in collections.Counter(lines).items() if n > 1] == [], r.stderr
 
 
+def test_help_examples_name_the_run_folder_the_readme_uses(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    examples = capsys.readouterr().out.split("examples:")[1]
+    assert set(re.findall(r"runs/[\w.-]+", examples)) == {"runs/red-mug"}
+
+
 def test_an_unknown_key_is_one_line_with_a_close_match_and_no_file_to_look_in(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli_main(["generate", "a red mug", "run.stepz=3"]) == 2
