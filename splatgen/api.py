@@ -273,6 +273,9 @@ def run_generation(cfg: Config, run: "Optional[RunFolder]", guidance=None, profi
                        "steps": tr.steps, **tr.rep.scalars(), "device": str(trainer.device),
                        "threads": torch.get_num_threads() if trainer.device.type == "cpu" else None,
                        "stage_ms": tr.stage_ms, "distillation": tr.distillation}
+            if trainer.start_step > 0:  # resumed: `seconds` counts every process's training, so say which part is ours
+                summary.update(resumed_from_step=trainer.start_step,
+                               seconds_this_process=round(tr.seconds_this_process, 3))
 
             def write_summary() -> None:
                 run.write_summary({**summary, "timings_s": {k: round(v, 3) for k, v in result.timings.items()}})

@@ -105,3 +105,20 @@ def test_an_unknown_key_is_one_line_with_a_close_match_and_no_file_to_look_in(tm
     assert err.count("\n") == 1 and err.startswith("splatgen: error: unknown config key 'run.stepz'"), err
     assert "did you mean 'run.steps'?" in err and "`splatgen config`" in err and ".yaml" not in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_resumed_runs_summary_says_which_seconds_are_whose(tmp_path):
+    from splatgen.fileio import load_checkpoint
+    from test_shared_folders import interrupted_run
+    from test_runs import gen
+
+    fresh = tmp_path / "fresh"
+    gen(fresh)
+    assert not {"resumed_from_step", "seconds_this_process"} & set(json.loads((fresh / "summary.json").read_text()))
+    out = tmp_path / "run"
+    checkpoint = load_checkpoint(interrupted_run(out) / "checkpoints" / "interrupted.pt")
+    gen(out, resume=True)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed_from_step"] == checkpoint["step"] > 0
+    # `seconds` keeps its meaning (the training of both processes); this process's part is the rest
+    assert summary["seconds"] - summary["seconds_this_process"] == pytest.approx(checkpoint["seconds"], abs=2e-3)
