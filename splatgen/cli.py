@@ -37,7 +37,9 @@ EXPORT_EPILOG = """formats and their default up axis (--up changes it):
                    (three.js viewers such as Spark and GaussianSplats3D: --up=y)
   .spz             Niantic's compressed splats, y up (the format's RUB axes; Spark)
   .splats.glb      glTF KHR_gaussian_splatting, y up (glTF's axes; Babylon.js, PlayCanvas, Cesium)
-  .glb .obj        closed textured mesh, y up with the front facing +Z (Blender, game engines, three.js)
+  .glb .obj        closed textured mesh, y up with the front facing +Z (Blender, game engines, three.js);
+                   its vertices are split along UV seams: weld them by position before testing it
+                   for watertightness (trimesh: mesh.merge_vertices(merge_tex=True))
   .mp4 .gif        turntable video, 120 frames at 30 fps, starting at the front
 """
 
@@ -223,8 +225,9 @@ def _cmd_export(args) -> int:
         res = export_mesh(model.state(), args.path, up=args.up or "y", resolution=args.mesh_resolution, iso=args.iso,
                           target_faces=args.faces, texture_size=args.texture_size)
         extra = " (+ .mtl and .png beside it)" if fmt == "obj" else ""
+        # the file splits its vertices along UV seams (one per texture coordinate): closed only once welded
         print(f"wrote {args.path}{extra} ({res.num_faces} faces, iso {res.iso:.3g}, "
-              f"{'watertight' if res.watertight else 'not watertight'})")
+              f"{'' if res.watertight else 'not '}watertight with its UV seams welded)")
     return 0
 
 

@@ -122,3 +122,23 @@ def test_a_resumed_runs_summary_says_which_seconds_are_whose(tmp_path):
     assert summary["resumed_from_step"] == checkpoint["step"] > 0
     # `seconds` keeps its meaning (the training of both processes); this process's part is the rest
     assert summary["seconds"] - summary["seconds_this_process"] == pytest.approx(checkpoint["seconds"], abs=2e-3)
+
+
+def test_a_mesh_is_reported_watertight_as_a_check_of_its_file_finds_it(tmp_path, capsys):
+    trimesh = pytest.importorskip("trimesh")
+    pytest.importorskip("xatlas")
+    pytest.importorskip("skimage")
+    pytest.importorskip("fast_simplification")
+    from splatgen.export import save_ply
+    from test_mesh import ball
+
+    save_ply(ball(500), tmp_path / "ball.ply")
+    glb = tmp_path / "ball.glb"
+    assert cli_main(["export", str(tmp_path / "ball.ply"), str(glb), "--mesh-resolution", "48", "--texture-size",
+                     "256", "--faces", "4000"]) == 0
+    said = capsys.readouterr().out
+    assert ", not watertight" not in said and "watertight with its UV seams welded" in said, said
+    mesh = trimesh.load(glb, force="mesh")
+    assert not mesh.is_watertight  # the file splits vertices along UV seams (one texture coordinate each)...
+    mesh.merge_vertices(merge_tex=True)  # ...so a check welds them by position first, as the line says
+    assert mesh.is_watertight
