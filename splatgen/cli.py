@@ -199,7 +199,7 @@ def _cmd_config(args) -> int:
     # what a run gets.
     cfg = load_config(config_files(args.config or None), args.overrides)
     if args.resolved or args.config or args.overrides:
-        print(config_to_yaml(cfg))
+        sys.stdout.write(config_to_yaml(cfg))  # as a run's config.yaml, byte for byte (no blank line after it)
     else:
         print(describe_config(cfg, f"set by the bundled {DEFAULT_PRESET!r} config"))
     return 0
