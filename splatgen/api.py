@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .cameras import Cameras, evenly_spaced_cameras
-from .config import Config, load_config
+from .config import Config, config_files, load_config
 from .errors import ConfigError, PromptError, RunDirError, short
 from .export import save_image_grid, save_ply
 from .fileio import load_checkpoint
@@ -117,9 +117,8 @@ def resolve_config(config: str | Path | Sequence[str | Path] | Config | None = N
 
         base = OmegaConf.to_container(OmegaConf.structured(config))
         return load_config(extra=_deep_merge(base, extra), overrides=overrides)
-    # No config: the bundled offline default (configs/default.yaml), as `splatgen generate` uses.
-    files = ["default"] if config is None else ([config] if isinstance(config, (str, Path)) else list(config))
-    return load_config(files, overrides, extra=extra)
+    # No config: the bundled offline default (configs/default.yaml), as `splatgen generate` and `splatgen config` use.
+    return load_config(config_files(config), overrides, extra=extra)
 
 
 def generate(
@@ -274,6 +273,9 @@ def run_generation(cfg: Config, run: "Optional[RunFolder]", guidance=None, profi
                        "steps": tr.steps, **tr.rep.scalars(), "device": str(trainer.device),
                        "threads": torch.get_num_threads() if trainer.device.type == "cpu" else None,
                        "stage_ms": tr.stage_ms, "distillation": tr.distillation}
+            if trainer.start_step > 0:  # resumed: `seconds` counts every process's training, so say which part is ours
+                summary.update(resumed_from_step=trainer.start_step,
+                               seconds_this_process=round(tr.seconds_this_process, 3))
 
             def write_summary() -> None:
                 run.write_summary({**summary, "timings_s": {k: round(v, 3) for k, v in result.timings.items()}})

@@ -20,15 +20,15 @@ from . import __version__
 from .errors import RunInterrupted, SplatgenError, short
 
 EPILOG = """examples:
-  splatgen generate "a red mug"                                   # offline, the procedural world's prior
-  splatgen generate "a red mug" run.steps=600 camera.batch_size=4
+  splatgen generate "a red mug" --out runs/red-mug                # offline, the procedural world's prior
+  splatgen generate "a red mug" run.steps=600 camera.batch_size=4 # no --out: a new folder under runs/
   splatgen generate "a DSLR photo of a corgi" --config sd21 guidance.model=/path/to/sd-2-1-base
   splatgen generate "a red mug" --config world --config nerf run.steps=1500   # the NeRF baseline
-  splatgen generate "a red mug" --out runs/mug --resume           # continue an interrupted run
+  splatgen generate "a red mug" --out runs/red-mug --resume       # continue an interrupted run
   splatgen batch prompts.txt --out batch/                         # many prompts, resumable, any number of GPUs
-  splatgen evaluate runs/a-red-mug
-  splatgen export runs/a-red-mug mug.ply
-  splatgen view runs/a-red-mug                                    # interactive 3D view in the browser
+  splatgen evaluate runs/red-mug
+  splatgen export runs/red-mug mug.ply
+  splatgen view runs/red-mug                                      # interactive 3D view in the browser
   splatgen config                                                 # every key, its default and meaning
 """
 
@@ -37,7 +37,9 @@ EXPORT_EPILOG = """formats and their default up axis (--up changes it):
                    (three.js viewers such as Spark and GaussianSplats3D: --up=y)
   .spz             Niantic's compressed splats, y up (the format's RUB axes; Spark)
   .splats.glb      glTF KHR_gaussian_splatting, y up (glTF's axes; Babylon.js, PlayCanvas, Cesium)
-  .glb .obj        closed textured mesh, y up with the front facing +Z (Blender, game engines, three.js)
+  .glb .obj        closed textured mesh, y up with the front facing +Z (Blender, game engines, three.js);
+                   its vertices are split along UV seams: weld them by position before testing it
+                   for watertightness (trimesh: mesh.merge_vertices(merge_tex=True))
   .mp4 .gif        turntable video, 120 frames at 30 fps, starting at the front
 """
 
@@ -191,12 +193,15 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_config(args) -> int:
-    from .config import config_to_yaml, describe_config, load_config
+    from .config import DEFAULT_PRESET, config_files, config_to_yaml, describe_config, load_config
 
+    # The files `generate` applies (the bundled default one when --config is not given), so what this shows is
+    # what a run gets.
+    cfg = load_config(config_files(args.config or None), args.overrides)
     if args.resolved or args.config or args.overrides:
-        print(config_to_yaml(load_config(args.config, args.overrides)))
+        sys.stdout.write(config_to_yaml(cfg))  # as a run's config.yaml, byte for byte (no blank line after it)
     else:
-        print(describe_config())
+        print(describe_config(cfg, f"set by the bundled {DEFAULT_PRESET!r} config"))
     return 0
 
 
@@ -220,8 +225,9 @@ def _cmd_export(args) -> int:
         res = export_mesh(model.state(), args.path, up=args.up or "y", resolution=args.mesh_resolution, iso=args.iso,
                           target_faces=args.faces, texture_size=args.texture_size)
         extra = " (+ .mtl and .png beside it)" if fmt == "obj" else ""
+        # the file splits its vertices along UV seams (one per texture coordinate): closed only once welded
         print(f"wrote {args.path}{extra} ({res.num_faces} faces, iso {res.iso:.3g}, "
-              f"{'watertight' if res.watertight else 'not watertight'})")
+              f"{'' if res.watertight else 'not '}watertight with its UV seams welded)")
     return 0
 
 
@@ -343,6 +349,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
     log.setLevel(logging.INFO)
+    # The handler above prints our messages, and nothing else may: once a library configures the root logger,
+    # each would print a second time as "INFO:splatgen: ..." (open_clip, loading the bundled prior's text encoder,
+    # calls logging.info() on the root logger, which runs logging.basicConfig()). Restored on return.
+    propagate, log.propagate = log.propagate, False
     _SIGNAL_SEEN.clear()
     handlers = {"generate": _cmd_generate, "batch": _cmd_batch, "evaluate": _cmd_evaluate, "config": _cmd_config,
                 "export": _cmd_export, "view": _cmd_view}
@@ -383,6 +393,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 128 + _SIGNAL_SEEN[0]
         raise
     finally:
+        log.propagate = propagate
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)

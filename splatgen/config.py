@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import inspect
 import math
 import re
@@ -604,11 +605,28 @@ def read_config_file(name: str | Path) -> tuple[str, str]:
     raise ConfigError(f"config file {str(name)!r} not found; give a path or one of the bundled names {config_names()}")
 
 
+def config_keys() -> List[str]:
+    """Every dotted key a config holds (``prompt``, ``run.steps``...), in the order ``splatgen config`` lists them."""
+    keys, default = [], Config()
+    for sec in dataclasses.fields(Config):
+        value = getattr(default, sec.name)
+        fields = dataclasses.fields(value) if dataclasses.is_dataclass(value) else ()
+        keys += [f"{sec.name}.{f.name}" for f in fields] or [sec.name]
+    return keys
+
+
 def _explain(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
     msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "Key" in type(exc).__name__ and key:
-        return f"unknown config key {key!r}; known sections: {sorted(SECTIONS)} (see configs/default.yaml)"
+        # 0.65: a swapped pair of letters still finds its key ('rnu' -> 'run'), 'trainer' no longer finds 'render'
+        close = difflib.get_close_matches(str(key), [*config_keys(), *SECTIONS], n=1, cutoff=0.65)
+        if close:
+            hint = f"did you mean {close[0]!r}? "
+        else:  # a dotted key is in a known section (OmegaConf names the section alone when that is unknown)
+            hint = "" if "." in str(key) else f"known sections: {sorted(SECTIONS)}; "
+        # `splatgen config`, not a file: an installed wheel has no configs/ folder
+        return f"unknown config key {key!r}; {hint}`splatgen config` lists every key"
     return f"bad value for config key {key!r}: {msg}" if key else msg
 
 
@@ -622,6 +640,19 @@ def _no_environment(text: str, where: str) -> None:
     if _ENV_INTERPOLATION.search(text):
         raise ConfigError(f"{where} reads an environment variable (${{oc.env:...}}); splatgen does not copy the "
                           "environment into a run's config: write the value itself")
+
+
+#: the bundled config applied when none is given (``splatgen generate`` and ``splatgen config``, ``splatgen.generate``):
+#: its values over the dataclass defaults below are the defaults a user gets.
+DEFAULT_PRESET = "default"
+
+
+def config_files(config: str | Path | Sequence[str | Path] | None) -> List[str | Path]:
+    """The config files a run applies: ``config`` (a bundled name or a path, or a list of them), or
+    :data:`DEFAULT_PRESET` when it is None."""
+    if config is None:
+        return [DEFAULT_PRESET]
+    return [config] if isinstance(config, (str, Path)) else list(config)
 
 
 def load_config(
@@ -696,18 +727,24 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def describe_config() -> str:
-    """Every key with its default and its docstring, for ``splatgen config``."""
+def describe_config(cfg: Optional[Config] = None, source: str = "") -> str:
+    """Every key with its value in ``cfg`` (None: the dataclass defaults) and its docstring, for ``splatgen config``.
+
+    ``source`` names where ``cfg``'s values come from (``splatgen config`` passes :data:`DEFAULT_PRESET`'s): a key
+    it sets to another value than the dataclass default says so, with that default (what ``Config()`` holds)."""
+    built_in = Config()
+    cfg = built_in if cfg is None else cfg
     lines = []
-    default = Config()
     for sec in dataclasses.fields(Config):
         if sec.name == "prompt":
             continue
-        obj = getattr(default, sec.name)
+        obj, base = getattr(cfg, sec.name), getattr(built_in, sec.name)
         docs = field_docs(type(obj))
         lines.append(f"[{sec.name}]")
         for f in dataclasses.fields(obj):
-            lines.append(f"  {sec.name}.{f.name} = {getattr(obj, f.name)!r}")
+            value, default = getattr(obj, f.name), getattr(base, f.name)
+            note = f"  # {source}; built-in default {default!r}" if source and value != default else ""
+            lines.append(f"  {sec.name}.{f.name} = {value!r}{note}")
             if f.name in docs:
                 lines.append(f"      {docs[f.name]}")
     return "\n".join(lines)

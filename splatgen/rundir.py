@@ -5,7 +5,9 @@ A finished run folder ``OUT/`` holds::
     config.yaml        the resolved config (the prompt included)
     splats.ply         the Gaussians, 3DGS layout (a NeRF run: nerf.ply, its density as splats)
     metrics.jsonl      scalars every run.log_every steps, densify events, periodic evaluations
-    summary.json       prompt, representation, seconds, steps, sizes, phase timings
+    summary.json       prompt, representation, seconds, steps, sizes, phase timings; ``seconds`` is the training
+                       time of every process that worked on the run: a resumed one adds ``resumed_from_step``
+                       and ``seconds_this_process`` (that part of it spent after resuming)
     previews.png       run.preview_views views of the result
     metrics.json       ground-truth scores (procedural-world prompts)
     checkpoints/       final.pt (a NeRF run is loaded from it); step_*.pt when run.checkpoint_every asks

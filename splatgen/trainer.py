@@ -172,7 +172,8 @@ class TrainResult:
     history: List[dict] = field(default_factory=list)
     stage_ms: Dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
-    """Optimisation wall-clock, excluding the periodic evaluations of ``run.eval_every``."""
+    """Optimisation wall-clock, excluding the periodic evaluations of ``run.eval_every``; of a resumed run, the
+    processes before this one included (their seconds travel in the checkpoint)."""
     steps: int = 0
     evals: List[dict] = field(default_factory=list)
     """The periodic ground-truth evaluations (``run.eval_every``), one dict per checkpoint."""
@@ -180,6 +181,8 @@ class TrainResult:
     """Wall-clock of the first step of this session (compilation, graph capture and autotuning land there)."""
     distillation: Dict[str, Any] = field(default_factory=dict)
     """The loss and what it cost: prior calls and rows (samples) per step, measured."""
+    seconds_this_process: float = 0.0
+    """The part of ``seconds`` this process spent (all of it unless the run was resumed)."""
 
     @property
     def model(self):
@@ -415,7 +418,8 @@ class Trainer:
                 self.run.close_logs()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        seconds = self._seconds_before + time.perf_counter() - start - self._eval_seconds
+        seconds_here = time.perf_counter() - start - self._eval_seconds
+        seconds = self._seconds_before + seconds_here
         steps_here = max(total - self.start_step, 1)
         stage_ms = {k: 1000.0 * v / steps_here for k, v in self.timer.totals.items()} if self.timer.enabled else {}
         if self.run is not None:
@@ -425,7 +429,8 @@ class Trainer:
         distillation = {**self.loss.describe(), "prior_calls_per_step": round(self.loss.calls / steps_here, 3),
                         "prior_rows_per_step": round(self.loss.rows / steps_here, 3)}
         self.loss.release()
-        return TrainResult(self.rep, history, stage_ms, seconds, total, evals, self.first_step_seconds, distillation)
+        return TrainResult(self.rep, history, stage_ms, seconds, total, evals, self.first_step_seconds, distillation,
+                           seconds_this_process=seconds_here)
 
     def _interrupt(self, done: int, signum: int) -> RunInterrupted:
         """Keep the model (the small .ply first, so a second signal during the large checkpoint still leaves it)

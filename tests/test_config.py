@@ -1,5 +1,6 @@
 """Config loading: defaults, YAML files, overrides, and clear refusals of bad keys and values."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,20 @@ def test_unknown_key_is_named(tmp_path: Path):
     f.write_text("densify:\n  grad_thresh: 0.1\n")
     with pytest.raises(ConfigError, match="densify.grad_thresh"):
         load_config([f])
+
+
+@pytest.mark.parametrize("override, guess", [("run.stepz=3", "run.steps"), ("densify.grad_thresh=0.1",
+                                             "densify.grad_threshold"), ("rnu.steps=3", "run")])
+def test_unknown_key_gets_the_closest_known_one(override, guess):
+    with pytest.raises(ConfigError, match=rf"did you mean '{re.escape(guess)}'\? `splatgen config` lists every key$"):
+        load_config(overrides=[override])
+
+
+def test_unknown_key_far_from_every_key_gets_no_guess():
+    with pytest.raises(ConfigError) as exc:
+        load_config(overrides=["trainer.steps=3"])
+    assert "did you mean" not in str(exc.value) and "known sections" in str(exc.value)
+    assert "`splatgen config`" in str(exc.value) and "default.yaml" not in str(exc.value)
 
 
 def test_unknown_section_is_named():

@@ -154,7 +154,10 @@ class MeshResult:
         decimation: how the face count was reduced: ``'quadric'`` (edge collapses), ``'grid'`` (marching
             cubes on a coarser grid, when the collapses left the surface open), or None (not reduced).
         components_dropped: connected components removed by the clean-up.
-        watertight: every edge of the welded mesh shared by exactly two faces, consistently wound.
+        watertight: every edge of the welded mesh shared by exactly two faces, consistently wound. The written
+            files keep the vertices split along UV seams (each has one texture coordinate), so a check of a file
+            sees the seams as open edges unless it welds by position first (trimesh:
+            ``merge_vertices(merge_tex=True)``).
         timings: seconds per stage (``grid, iso, marching_cubes, cleanup, decimate, uv, bake, total``; a
             file write adds ``write``).
         path: the main file written by :func:`export_mesh`, else None.
