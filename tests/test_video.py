@@ -283,7 +283,7 @@ def test_bad_arguments_raise_one_clear_error_and_write_nothing(tmp_path, model, 
     (dict(camera_path=[{"elevation": 0, "azimuth": 0, "radius": 2, "fovy": 180}]), "camera [0]: fovy must be in (0, 180)"),
     (dict(camera_path=[[0, 0, 2]]), "camera path: camera [0] is a list, not an object such as"),
     (dict(camera_path=[{"elevation": 0, "azimuth": 0, "radius": 2}], frames=8, turns=2),
-     "a camera path gives every frame's camera; frames=8, turns=2 only shapes the orbit"),
+     "a camera path gives every frame's camera; leave out what shapes the orbit (frames=8, turns=2)"),
 ])
 def test_bad_orbits_and_camera_paths_raise_one_clear_error_and_write_nothing(tmp_path, model, args, message):
     with pytest.raises(SplatgenError, match=re.escape(message)):

@@ -69,6 +69,7 @@ VIDEO_SUFFIXES = (".mp4", ".gif")
 CAMERA_KEYS = ("elevation", "azimuth", "radius")
 """What each camera of a camera path gives (degrees, degrees, world units); ``fovy`` (degrees) is optional."""
 _OPTIONAL_CAMERA_KEYS = ("fovy",)
+_CAMERA_EXAMPLE = '{"elevation": 15, "azimuth": 0, "radius": 2.25}'
 
 DEFAULT_FRAMES = 120
 """120 frames at 30 fps: a 4 s turn, as threestudio's and GaussianDreamer's turntables."""
@@ -160,14 +161,13 @@ def read_camera_path(source: Union[str, Path, Sequence[Any]], fovy: float = 45.0
             raise SplatgenError(f"{where}cannot be read ({exc.strerror})") from None
     else:
         where, cameras = "camera path: ", source
-    example = '[{"elevation": 15, "azimuth": 0, "radius": 2.25}, ...]'
     if not isinstance(cameras, (list, tuple)) or not cameras:
-        raise SplatgenError(f"{where}must be a non-empty list of cameras, such as {example}")
+        raise SplatgenError(f"{where}must be a non-empty list of cameras, such as [{_CAMERA_EXAMPLE}, ...]")
     keys = CAMERA_KEYS + _OPTIONAL_CAMERA_KEYS
     path = []
     for i, cam in enumerate(cameras):
         if not isinstance(cam, dict):
-            raise SplatgenError(f"{where}camera [{i}] is a {type(cam).__name__}, not an object such as {example[1:-6]}")
+            raise SplatgenError(f"{where}camera [{i}] is a {type(cam).__name__}, not an object such as {_CAMERA_EXAMPLE}")
         unknown = sorted(str(k) for k in cam if k not in keys)
         if unknown:
             raise SplatgenError(f"{where}camera [{i}] has the unknown key {unknown[0]!r}; a camera has {list(keys)}")
@@ -354,8 +354,8 @@ def _plan(
         given = {"frames": frames, "elevation": elevation, "radius": radius, "turns": turns}
         changed = [f"{k}={v!r}" for k, v in given.items() if v != _ORBIT_DEFAULTS[k]]
         if changed:
-            raise SplatgenError(f"a camera path gives every frame's camera; {', '.join(changed)} only shapes the "
-                                "orbit: leave it out")
+            raise SplatgenError(f"a camera path gives every frame's camera; leave out what shapes the orbit "
+                                f"({', '.join(changed)})")
         path = read_camera_path(camera_path, fovy)
     if depth_range is not None:
         near, far = (float(v) for v in depth_range)
