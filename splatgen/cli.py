@@ -41,6 +41,12 @@ EXPORT_EPILOG = """formats and their default up axis (--up changes it):
                    its vertices are split along UV seams: weld them by position before testing it
                    for watertightness (trimesh: mesh.merge_vertices(merge_tex=True))
   .mp4 .gif        turntable video, 120 frames at 30 fps, starting at the front
+                   (--elevation, --radius, --turns shape the orbit; --cameras FILE.json gives a path)
+
+camera path (--cameras): a JSON list, one camera per frame, each looking at the object's centre:
+  [{"elevation": 15, "azimuth": 0, "radius": 2.25}, {"elevation": 20, "azimuth": 5, "radius": 2.2, "fovy": 40}, ...]
+  elevation and azimuth in degrees (azimuth 0 = the front, 90 = its left), radius: the distance in world units
+  (the default orbit's is 2.25), fovy (optional): the vertical field of view in degrees (default 45)
 """
 
 #: the folder numbered runs go to when --out is not given.
@@ -111,13 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--iso", type=float, default=None, help="iso-level (default: the one matching the splats' silhouettes)")
     m.add_argument("--faces", type=int, default=20000, help="target face count after decimation (default 20000)")
     m.add_argument("--texture-size", type=int, default=1024, help="texture side in pixels (default 1024)")
-    t = x.add_argument_group("turntable video (.mp4, .gif): one turn around the object, starting at its front")
+    t = x.add_argument_group("turntable video (.mp4, .gif): turns around the object starting at its front, or a "
+                             "camera path")
     t.add_argument("--kind", choices=["rgb", "depth", "alpha"], default="rgb",
                    help="colours, depth (turbo colormap, near = red) or opacity as grey (default rgb)")
-    t.add_argument("--frames", type=int, default=120, help="frames in the turn (default 120: 4 s at 30 fps)")
+    t.add_argument("--frames", type=int, default=None, help="frames in the video (default 120: 4 s at 30 fps)")
     t.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
     t.add_argument("--resolution", type=int, default=None, metavar="PX",
                    help="frame side in pixels (default 512 with a GPU, 256 on a CPU)")
+    t.add_argument("--elevation", type=float, default=None, metavar="DEG",
+                   help="camera height as an angle above the ground plane, -90 to 90 degrees (default 15)")
+    t.add_argument("--radius", type=float, default=None,
+                   help="camera distance from the object's centre in world units, > 0 (default 2.25)")
+    t.add_argument("--turns", type=float, default=None, help="turns around the object in the video, > 0 (default 1)")
+    t.add_argument("--cameras", type=Path, default=None, metavar="FILE.json",
+                   help="one camera per frame from a JSON file instead of the orbit (format below)")
 
     v = sub.add_parser("view", help="open an interactive 3D view of a run in the browser (viser)")
     v.add_argument("run_dir", type=Path, help="a run folder (finished or interrupted; its *.glb mesh too) or a .ply")
@@ -234,10 +248,17 @@ def _cmd_export(args) -> int:
 def _export_video(args) -> int:
     """A turntable of a run through its representation's own renderer (a NeRF run too), or of a .ply."""
     from .export import load_ply
-    from .export.video import write_turntable
+    from .export.video import DEFAULT_FRAMES, read_camera_path, write_turntable
     from .rundir import load_run
     from .trainer import resolve_device
 
+    orbit = {k: getattr(args, k) for k in ("frames", "elevation", "radius", "turns") if getattr(args, k) is not None}
+    camera_path = None
+    if args.cameras is not None:  # checked before the run is loaded
+        if orbit:
+            raise SplatgenError(f"--cameras gives every frame's camera; leave out {', '.join('--' + k for k in orbit)} "
+                                "(they shape the orbit)")
+        camera_path = read_camera_path(args.cameras)
     device = resolve_device("auto")
     if args.run_dir.is_file():
         model = load_ply(args.run_dir, device=device)
@@ -249,10 +270,12 @@ def _export_video(args) -> int:
     if sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(total=args.frames, desc="turntable", unit="frame", dynamic_ncols=True)
+        total = len(camera_path) if camera_path is not None else orbit.get("frames", DEFAULT_FRAMES)
+        bar = tqdm(total=total, desc="turntable", unit="frame", dynamic_ncols=True)
     try:
-        info = write_turntable(model, args.path, fps=args.fps, frames=args.frames, resolution=args.resolution,
-                               kind=args.kind, progress=(lambda done, total: bar.update(done - bar.n)) if bar else None)
+        info = write_turntable(model, args.path, fps=args.fps, resolution=args.resolution, kind=args.kind,
+                               camera_path=camera_path, **orbit,
+                               progress=(lambda done, total: bar.update(done - bar.n)) if bar else None)
     finally:
         if bar is not None:
             bar.close()

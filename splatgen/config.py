@@ -95,6 +95,16 @@ class RunConfig:
     """Progress bar: 'auto' (only when stderr is a terminal), 'on' or 'off'."""
     tensorboard: bool = False
     """Also log scalars to TensorBoard (needs the tensorboard package)."""
+    wandb: bool = False
+    """Also log the scalars of metrics.jsonl, the resolved config and the run folder's name to Weights & Biases
+    (pip install 'splatgen[wandb]'; `wandb login` first, or WANDB_MODE=offline to keep the run in local files;
+    wandb writes under WANDB_DIR, default ./wandb, never in the run folder)."""
+    wandb_project: str = "splatgen"
+    """The W&B project the run is logged to (run.wandb)."""
+    wandb_entity: str = ""
+    """The W&B team or user that owns the project; '' is your default entity (run.wandb)."""
+    wandb_name: str = ""
+    """The W&B run's name; '' names it after the run folder (run.wandb)."""
     evaluate: bool = True
     """At the end, evaluate against ground truth when the prompt belongs to the procedural world."""
     cudnn_benchmark: bool = True

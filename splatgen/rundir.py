@@ -33,6 +33,7 @@ one back on whatever device and renderer this machine has.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -237,6 +238,7 @@ class RunFolder:
         self.resumed = resumed
         self._metrics_file = None
         self._tb = None
+        self._wandb = None
 
     # ---------------------------------------------------------------- claiming
     @classmethod
@@ -368,6 +370,27 @@ class RunFolder:
             except ImportError:
                 log.warning("run.tensorboard=true but tensorboard is not installed; logging to metrics.jsonl only")
 
+    def start_wandb(self, cfg: Config) -> None:
+        """A Weights & Biases run that gets the scalars :meth:`log` writes (``run.wandb``) until :meth:`close_logs`:
+        named after the folder unless ``run.wandb_name`` says otherwise, holding the resolved config and the
+        folder as ``run_folder``. It is a run of its own (``reinit='create_new'``): a W&B run the calling program
+        has open keeps its own records. A resumed run starts a new W&B run that continues at the checkpoint's
+        step. wandb keeps its files under ``WANDB_DIR`` (default ``./wandb``), never in the run folder."""
+        try:  # imported here only: splatgen needs wandb nowhere else
+            import wandb
+        except ImportError:
+            raise ConfigError("run.wandb=true needs the wandb package: pip install 'splatgen[wandb]'") from None
+        r = cfg.run
+        try:
+            self._wandb = wandb.init(
+                project=r.wandb_project, entity=r.wandb_entity or None, name=r.wandb_name or self.final.name,
+                config={**dataclasses.asdict(cfg), "run_folder": str(self.final)}, reinit="create_new",
+            )
+        except Exception as exc:  # wandb's own errors (not logged in, no network, an unknown entity): one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SplatgenError(f"run.wandb: Weights & Biases could not start a run ({first}); log in with "
+                                "`wandb login`, or set WANDB_MODE=offline to keep it in local files") from None
+
     def log_bytes(self) -> int:
         """The length of ``metrics.jsonl`` so far (stored in checkpoints for :meth:`open_logs`)."""
         if self._metrics_file is not None:
@@ -387,6 +410,9 @@ class RunFolder:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
 
     def log(self, row: Dict[str, Any]) -> None:
         if self._metrics_file is not None:
@@ -394,10 +420,13 @@ class RunFolder:
                 self._metrics_file.write(json_line(row) + "\n")
             except OSError as exc:
                 raise output_error(self.path / METRICS_LOG, exc) from None
-        if self._tb is not None and "event" not in row:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
+        if "event" not in row and (self._tb is not None or self._wandb is not None):
+            scalars = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float))}
+            if self._tb is not None:
+                for k, v in scalars.items():
                     self._tb.add_scalar(k, v, row["step"])
+            if self._wandb is not None:
+                self._wandb.log(scalars, step=row["step"])
 
     def save_checkpoint(self, name: str, payload: Dict[str, Any]) -> Path:
         return save_checkpoint_file(self.path / CHECKPOINTS / name, payload)

@@ -114,6 +114,9 @@ class RunSink(Protocol):
 
     def open_logs(self, tensorboard: bool, keep_bytes: Optional[int] = None) -> None: ...
 
+    def start_wandb(self, cfg: Config) -> None:
+        """Start a Weights & Biases run that :meth:`log` writes to as well, until :meth:`close_logs` (run.wandb)."""
+
     def close_logs(self) -> None: ...
 
     def log(self, row: Dict[str, Any]) -> None:
@@ -250,6 +253,10 @@ class Trainer:
         # This session's start and the seconds its evaluations took (set by train()).
         self._start: Optional[float] = None
         self._eval_seconds = 0.0
+        if cfg.run.wandb and run is not None:
+            # Here, in the run's setup: a missing package or a W&B that cannot start is refused before the run
+            # has anything to keep (the folder goes), and its start-up is not counted as training time.
+            run.start_wandb(cfg)
 
     def request_stop(self, signum: int = 2) -> None:
         """Stop after the step in progress, keeping everything needed to continue (safe from a signal handler)."""

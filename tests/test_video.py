@@ -1,9 +1,12 @@
 """Turntable videos: the .mp4 decodes back as H.264/yuv420p with the asked frames, fps and size; frame 0 is the
-front view; depth and alpha frames; .gif; NeRF-like models; bad input gives one clear error and no file."""
+front view; depth and alpha frames; .gif; NeRF-like models; elevation, radius, turns and camera paths put the
+camera where they say; bad input gives one clear error and no file."""
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -77,8 +80,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * math.log10(255.0**2 / max(mse, 1e-12))
 
 
-def front_view(model, res=RES, azimuth=0.0) -> np.ndarray:
-    cams = orbit_cameras([15.0], [azimuth], 2.25, 45.0, res)
+def front_view(model, res=RES, azimuth=0.0, elevation=15.0, radius=2.25, fovy=45.0) -> np.ndarray:
+    """Our renderer's view from one orbit camera, as a turntable frame (uint8)."""
+    cams = orbit_cameras([elevation], [azimuth], radius, fovy, res)
     with torch.no_grad():
         rgb = render(model, cams, torch.ones(1, 3), backend="torch").rgb[0]
     return (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
@@ -117,6 +121,46 @@ def test_depth_and_alpha_frames(model):
     # One range for the whole video: a fixed depth_range changes colours, not geometry.
     fixed = render_turntable(model, frames=1, resolution=RES, kind="depth", depth_range=(0.5, 5.0))
     assert (fixed[0] != depth[0]).any() and (fixed[0, 0, 0] == 255).all()
+
+
+# ------------------------------------------------------------------------------------- where the camera goes
+def test_elevation_radius_and_turns_move_the_camera(model, frames):
+    # Elevation and radius are the orbit's: frame 0 is our renderer's view from there, and differs from the default.
+    high = render_turntable(model, frames=2, resolution=RES, elevation=-30.0, radius=3.5)
+    np.testing.assert_array_equal(high[0], front_view(model, elevation=-30.0, radius=3.5))
+    assert (high[0] != frames[0]).any()
+    # Two turns in 8 frames: 90 degrees a frame, back at the front at frame 4 (the very same image), and frame 2
+    # is the one-turn video's frame 4 (azimuth 180).
+    twice = render_turntable(model, frames=8, resolution=RES, turns=2)
+    np.testing.assert_array_equal(twice[4], twice[0])
+    np.testing.assert_array_equal(twice[0], frames[0])
+    np.testing.assert_array_equal(twice[2], frames[4])
+    np.testing.assert_array_equal(twice[5], frames[2])
+    assert (twice[1] != twice[0]).any()
+    # Half a turn: frame F would be the back, so the last of 4 frames is 135 degrees round.
+    np.testing.assert_array_equal(render_turntable(model, frames=4, resolution=RES, turns=0.5)[3],
+                                  front_view(model, azimuth=135.0))
+
+
+def test_a_camera_path_renders_its_cameras(tmp_path, model):
+    path = [{"elevation": 40, "azimuth": -60, "radius": 3.0}, {"elevation": 0.0, "azimuth": 200, "radius": 1.8, "fovy": 60}]
+    (tmp_path / "cams.json").write_text(json.dumps(path))
+    video = render_turntable(model, resolution=RES, camera_path=tmp_path / "cams.json")
+    assert video.shape == (2, RES, RES, 3)
+    np.testing.assert_array_equal(video[0], front_view(model, azimuth=-60, elevation=40, radius=3.0))
+    np.testing.assert_array_equal(video[1], front_view(model, azimuth=200, elevation=0, radius=1.8, fovy=60))
+    # The list itself works as the file does; `fovy` fills in for cameras without one.
+    wide = render_turntable(model, resolution=RES, camera_path=path, fovy=70.0)
+    np.testing.assert_array_equal(wide[0], front_view(model, azimuth=-60, elevation=40, radius=3.0, fovy=70))
+    np.testing.assert_array_equal(wide[1], video[1])
+
+
+def test_a_camera_path_along_the_orbit_is_the_turntable(model):
+    # Depth frames included: their one depth range comes from views spread along the path, here the orbit's own.
+    orbit = [{"elevation": 15, "azimuth": 45 * i, "radius": 2.25} for i in range(8)]
+    for kind in ("rgb", "depth"):
+        np.testing.assert_array_equal(render_turntable(model, resolution=32, kind=kind, camera_path=orbit),
+                                      render_turntable(model, frames=8, resolution=32, kind=kind))
 
 
 def test_turbo_matches_matplotlib():
@@ -222,6 +266,45 @@ def test_bad_arguments_raise_one_clear_error_and_write_nothing(tmp_path, model, 
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+
+@pytest.mark.parametrize("args, message", [
+    (dict(radius=-1.0), "radius must be > 0, got -1.0"),
+    (dict(elevation=95), "elevation must be in [-90, 90] degrees, got 95"),
+    (dict(turns=0), "turns must be a number > 0, got 0"),
+    (dict(turns=float("nan")), "turns must be a number > 0, got nan"),
+    (dict(camera_path=[]), "camera path: must be a non-empty list of cameras"),
+    (dict(camera_path={"elevation": 0}), "camera path: must be a non-empty list of cameras"),
+    (dict(camera_path=[{"elevation": 0, "azimuth": 0, "radius": 2}, {"elevation": 0, "radius": 2}]),
+     "camera path: camera [1] has no 'azimuth'; every camera needs ['elevation', 'azimuth', 'radius']"),
+    (dict(camera_path=[{"elevation": 0, "azimuth": 0, "distance": 2}]),
+     "camera path: camera [0] has the unknown key 'distance'; a camera has ['elevation', 'azimuth', 'radius', 'fovy']"),
+    (dict(camera_path=[{"elevation": 0, "azimuth": 0, "radius": -2}]), "camera path: camera [0]: radius must be > 0, got -2"),
+    (dict(camera_path=[{"elevation": 0, "azimuth": "0", "radius": 2}]), "camera path: camera [0]: azimuth='0' is not a finite number"),
+    (dict(camera_path=[{"elevation": 0, "azimuth": 0, "radius": 2, "fovy": 180}]), "camera [0]: fovy must be in (0, 180)"),
+    (dict(camera_path=[[0, 0, 2]]), "camera path: camera [0] is a list, not an object such as"),
+    (dict(camera_path=[{"elevation": 0, "azimuth": 0, "radius": 2}], frames=8, turns=2),
+     "a camera path gives every frame's camera; leave out what shapes the orbit (frames=8, turns=2)"),
+])
+def test_bad_orbits_and_camera_paths_raise_one_clear_error_and_write_nothing(tmp_path, model, args, message):
+    with pytest.raises(SplatgenError, match=re.escape(message)):
+        write_turntable(model, tmp_path / "out" / "turn.mp4", **args)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    (b'[{"elevation": 0, "azimuth": 0}]', "cams.json: camera [0] has no 'radius'"),
+    (b'[{"elevation": 0, "azimuth": 0, "radius": 2},]', "cams.json: not valid JSON (Expecting value at line 1 column 46)"),
+    (b"\xff\xfe[]", "cams.json: not UTF-8 text"),
+    (b'{"cameras": []}', "cams.json: must be a non-empty list of cameras"),
+])
+def test_bad_camera_path_files_are_named(tmp_path, model, text, message):
+    (tmp_path / "cams.json").write_bytes(text)
+    with pytest.raises(SplatgenError, match=re.escape(message)):
+        render_turntable(model, camera_path=tmp_path / "cams.json")
+    with pytest.raises(SplatgenError, match=re.escape(f"camera path {tmp_path / 'nothing.json'}: no such file")):
+        render_turntable(model, camera_path=tmp_path / "nothing.json")
+
+
 def test_bad_models_and_paths(tmp_path, model):
     empty = GaussianModel.from_tensors(**{k: v[:0] for k, v in model.params.items()})
     with pytest.raises(SplatgenError, match="zero Gaussians"):
@@ -274,3 +357,47 @@ def test_cli_turntable_of_a_run(tmp_path, capsys):
     assert "4 frames, 32x32" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "run"), str(tmp_path / "u.mp4"), "--frames", "0"]) == 2
     assert "splatgen: error:" in capsys.readouterr().err and not (tmp_path / "u.mp4").exists()
+
+
+@needs_ffmpeg
+def test_cli_orbit_and_camera_path_options(tmp_path, capsys, model):
+    from splatgen.cli import main
+
+    save_ply(model, tmp_path / "m.ply")
+    assert main(["export", str(tmp_path / "m.ply"), str(tmp_path / "t.mp4"), "--frames", "4", "--resolution", str(RES),
+                 "--elevation", "-20", "--radius", "3", "--turns", "2"]) == 0
+    assert f"4 frames, {RES}x{RES}" in capsys.readouterr().out
+    decoded = read_video(tmp_path / "t.mp4")[1]
+    # Two turns in 4 frames: frames 0 and 2 are the front from the asked elevation and radius, not the default's.
+    for i in (0, 2):
+        assert psnr(decoded[i], front_view(model, elevation=-20, radius=3)) > MIN_PSNR_DB
+        assert psnr(decoded[i], front_view(model)) < MIN_PSNR_DB - 5
+    (tmp_path / "cams.json").write_text(json.dumps([{"elevation": 10, "azimuth": a, "radius": 2.5} for a in (0, 90, 180)]))
+    assert main(["export", str(tmp_path / "m.ply"), str(tmp_path / "p.gif"), "--resolution", "32",
+                 "--cameras", str(tmp_path / "cams.json")]) == 0
+    assert "3 frames, 32x32" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--radius", "-1"], "splatgen: error: radius must be > 0, got -1.0"),
+    (["--elevation", "91"], "splatgen: error: elevation must be in [-90, 90] degrees, got 91.0"),
+    (["--turns", "0"], "splatgen: error: turns must be a number > 0, got 0.0"),
+    (["--cameras", "{dir}/bad.json"], "splatgen: error: camera path {dir}/bad.json: camera [1] has no 'radius'"),
+    (["--cameras", "{dir}/none.json"], "splatgen: error: camera path {dir}/none.json: no such file"),
+    (["--cameras", "{dir}/bad.json", "--frames", "4", "--turns", "2"],
+     "splatgen: error: --cameras gives every frame's camera; leave out --frames, --turns (they shape the orbit)"),
+])
+def test_cli_bad_orbits_and_camera_paths_give_one_line_and_exit_2(tmp_path, capsys, model, args, message):
+    from splatgen.cli import main
+
+    save_ply(model, tmp_path / "m.ply")
+    (tmp_path / "bad.json").write_text('[{"elevation": 10, "azimuth": 0, "radius": 2.5}, {"elevation": 10, "azimuth": 0}]')
+    argv = ["export", str(tmp_path / "m.ply"), str(tmp_path / "t.mp4"), "--resolution", "16", "--frames", "2"]
+    if "--cameras" in args:
+        argv.remove("--frames"), argv.remove("2")
+    capsys.readouterr()
+    assert main(argv + [a.format(dir=tmp_path) for a in args]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(message.format(dir=tmp_path)) and captured.err.count("\n") == 1, captured.err
+    assert captured.err.endswith("\n") and captured.out == ""
+    assert not (tmp_path / "t.mp4").exists()

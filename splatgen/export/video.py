@@ -1,10 +1,21 @@
-"""Turntable videos: the model seen from a camera circling it once, as H.264 ``.mp4`` or ``.gif``.
+"""Turntable videos: the model seen from a camera circling it, as H.264 ``.mp4`` or ``.gif``.
 
 The camera orbits at a fixed elevation, radius and field of view (the previews' defaults: 15 degrees,
-2.25, 45 degrees) with azimuths ``0, 360/F, 2*360/F, ...``: frame 0 looks at the object's front (azimuth 0,
-the +X axis, splatgen's convention) and the video loops seamlessly (frame F would equal frame 0). Frames
-are rendered in batches (gsplat on CUDA, splatgen's PyTorch renderer elsewhere) and streamed into the
-encoder, so memory does not grow with the number of frames.
+2.25, 45 degrees) with azimuths ``0, 360*T/F, 2*360*T/F, ...`` for ``T`` turns (one by default): frame 0
+looks at the object's front (azimuth 0, the +X axis, splatgen's convention) and the video loops seamlessly
+(frame F would equal frame 0). Frames are rendered in batches (gsplat on CUDA, splatgen's PyTorch renderer
+elsewhere) and streamed into the encoder, so memory does not grow with the number of frames.
+
+A **camera path** replaces the orbit with one camera per frame, given as a list of orbit cameras (a JSON file
+of them, or the same list in Python)::
+
+    [{"elevation": 15, "azimuth": 0, "radius": 2.25},
+     {"elevation": 20, "azimuth": 10, "radius": 2.0, "fovy": 40}]
+
+``elevation`` and ``azimuth`` in degrees (splatgen's orbit convention, :mod:`splatgen.cameras`), ``radius`` the
+distance from the origin in world units, ``fovy`` the vertical field of view in degrees (optional; the video's
+``fovy`` otherwise). These are the numbers splatgen's own cameras are made of, every camera looks at the
+object's centre with +Z up, and a path of any shape is a list a few lines of Python can write.
 
 Three kinds of frame:
 
@@ -28,24 +39,25 @@ Anything with ``render_eval(cameras, background) -> (rgb, alpha, depth)`` can be
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..cameras import Cameras, evenly_spaced_cameras
+from ..cameras import Cameras, orbit_cameras
 from ..errors import SplatgenError
 from ..fileio import atomic_path
 from ..gaussians import PARAM_NAMES, GaussianModel
 from ..render import render
 
 __all__ = [
-    "KINDS", "COLORMAPS", "VIDEO_SUFFIXES", "VideoInfo", "default_resolution", "turntable_cameras",
-    "iter_turntable", "render_turntable", "write_turntable", "turbo",
+    "KINDS", "COLORMAPS", "VIDEO_SUFFIXES", "CAMERA_KEYS", "VideoInfo", "default_resolution", "turntable_cameras",
+    "read_camera_path", "camera_path_cameras", "iter_turntable", "render_turntable", "write_turntable", "turbo",
 ]
 
 KINDS = ("rgb", "depth", "alpha")
@@ -54,6 +66,10 @@ COLORMAPS = ("turbo", "grey")
 """Colormaps of ``kind="depth"``."""
 VIDEO_SUFFIXES = (".mp4", ".gif")
 """File types :func:`write_turntable` writes."""
+CAMERA_KEYS = ("elevation", "azimuth", "radius")
+"""What each camera of a camera path gives (degrees, degrees, world units); ``fovy`` (degrees) is optional."""
+_OPTIONAL_CAMERA_KEYS = ("fovy",)
+_CAMERA_EXAMPLE = '{"elevation": 15, "azimuth": 0, "radius": 2.25}'
 
 DEFAULT_FRAMES = 120
 """120 frames at 30 fps: a 4 s turn, as threestudio's and GaussianDreamer's turntables."""
@@ -98,11 +114,81 @@ def default_resolution(device: torch.device | str) -> int:
 
 def turntable_cameras(
     frames: int, resolution: int, elevation: float = 15.0, radius: float = 2.25, fovy: float = 45.0,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", turns: float = 1.0,
 ) -> Cameras:
-    """``frames`` cameras circling the origin once, frame 0 at azimuth 0 (the object's front, +X)."""
-    return evenly_spaced_cameras(frames, resolution, elevation=elevation, radius=radius, fovy=fovy,
-                                 start_azimuth=0.0, device=device)
+    """``frames`` cameras circling the origin ``turns`` times, frame 0 at azimuth 0 (the object's front, +X).
+
+    Azimuths are wrapped to [0, 360) before the cameras are built, so a frame a whole number of turns on is the
+    very same camera as frame 0 (``turns=2``: frame ``frames/2`` renders frame 0's image bit for bit)."""
+    azimuths = [(360.0 * turns * i / frames) % 360.0 for i in range(frames)]
+    return orbit_cameras([elevation] * frames, azimuths, radius, fovy, resolution, device=device)
+
+
+def _check_view(where: str, elevation: float, radius: float, fovy: float) -> None:
+    """One camera's numbers (an orbit's or a path's): the error names ``where`` they came from."""
+    if not (math.isfinite(radius) and radius > 0):
+        raise SplatgenError(f"{where}radius must be > 0, got {radius!r}")
+    if not (0 < fovy < 180):
+        raise SplatgenError(f"{where}fovy must be in (0, 180) degrees, got {fovy!r}")
+    if not -90 <= elevation <= 90:
+        raise SplatgenError(f"{where}elevation must be in [-90, 90] degrees, got {elevation!r}")
+
+
+def read_camera_path(source: Union[str, Path, Sequence[Any]], fovy: float = 45.0) -> List[Dict[str, float]]:
+    """A checked camera path: ``source`` is a JSON file holding a list of cameras, or that list itself.
+
+    Returns one dict per frame with every key of :data:`CAMERA_KEYS` and ``fovy`` (``fovy`` filling in where a
+    camera gives none), as floats.
+
+    Raises:
+        SplatgenError: an unreadable file, JSON that is not a non-empty list of objects, a camera without one of
+            :data:`CAMERA_KEYS` or with a key that is not a camera's (named with the camera's index), or a value
+            out of range (elevation in [-90, 90], radius > 0, fovy in (0, 180)).
+    """
+    if isinstance(source, (str, Path)):
+        where = f"camera path {source}: "
+        try:
+            cameras = json.loads(Path(source).read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise SplatgenError(f"camera path {source}: no such file") from None
+        except IsADirectoryError:
+            raise SplatgenError(f"camera path {source} is a folder; give a .json file") from None
+        except UnicodeDecodeError:
+            raise SplatgenError(f"{where}not UTF-8 text; give a JSON list of cameras") from None
+        except json.JSONDecodeError as exc:
+            raise SplatgenError(f"{where}not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        except OSError as exc:
+            raise SplatgenError(f"{where}cannot be read ({exc.strerror})") from None
+    else:
+        where, cameras = "camera path: ", source
+    if not isinstance(cameras, (list, tuple)) or not cameras:
+        raise SplatgenError(f"{where}must be a non-empty list of cameras, such as [{_CAMERA_EXAMPLE}, ...]")
+    keys = CAMERA_KEYS + _OPTIONAL_CAMERA_KEYS
+    path = []
+    for i, cam in enumerate(cameras):
+        if not isinstance(cam, dict):
+            raise SplatgenError(f"{where}camera [{i}] is a {type(cam).__name__}, not an object such as {_CAMERA_EXAMPLE}")
+        unknown = sorted(str(k) for k in cam if k not in keys)
+        if unknown:
+            raise SplatgenError(f"{where}camera [{i}] has the unknown key {unknown[0]!r}; a camera has {list(keys)}")
+        missing = [k for k in CAMERA_KEYS if k not in cam]
+        if missing:
+            raise SplatgenError(f"{where}camera [{i}] has no {missing[0]!r}; every camera needs {list(CAMERA_KEYS)} "
+                                "(degrees, degrees, world units) and may give 'fovy' (degrees)")
+        values = {**dict.fromkeys(_OPTIONAL_CAMERA_KEYS, fovy), **cam}
+        for k, v in values.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise SplatgenError(f"{where}camera [{i}]: {k}={v!r} is not a finite number")
+        _check_view(f"{where}camera [{i}]: ", values["elevation"], values["radius"], values["fovy"])
+        path.append({k: float(values[k]) for k in keys})
+    return path
+
+
+def camera_path_cameras(path: Sequence[Dict[str, float]], resolution: int,
+                        device: torch.device | str = "cpu") -> Cameras:
+    """The cameras of a checked path (:func:`read_camera_path`), ``resolution`` pixels square."""
+    return orbit_cameras([c["elevation"] for c in path], [c["azimuth"] for c in path], [c["radius"] for c in path],
+                         [c["fovy"] for c in path], resolution, device=device)
 
 
 # ---------------------------------------------------------------------------------------------- colormaps
@@ -231,8 +317,8 @@ def _check_int(name: str, value: Any, lo: int) -> int:
 class _Plan:
     subject: _Subject
     cams: Cameras
-    elevation: float
-    fovy: float
+    probe: Cameras
+    """Small views spread over the video's cameras, for the depth range of ``kind='depth'``."""
     bg: Tuple[float, float, float]
     kind: str
     colormap: str
@@ -242,11 +328,16 @@ class _Plan:
     progress: Optional[Callable[[int, int], None]] = None
 
 
+#: the orbit's own arguments and their defaults: a camera path replaces them all.
+_ORBIT_DEFAULTS = {"frames": DEFAULT_FRAMES, "elevation": 15.0, "radius": 2.25, "turns": 1.0}
+
+
 def _plan(
     model_or_params: Renderable, frames: int, resolution: Optional[int], elevation: float, radius: float,
     fovy: float, background: Union[str, Sequence[float]], kind: str, device: Optional[torch.device | str],
     backend: str, batch_size: int, depth_range: Optional[Tuple[float, float]], colormap: str,
-    progress: Optional[Callable[[int, int], None]] = None,
+    progress: Optional[Callable[[int, int], None]] = None, turns: float = 1.0,
+    camera_path: Union[str, Path, Sequence[Any], None] = None,
 ) -> _Plan:
     """Every check of the arguments, before any rendering or file: one clear error for bad input."""
     frames = _check_int("frames", frames, 1)
@@ -255,12 +346,17 @@ def _plan(
         raise SplatgenError(f"kind={kind!r} is not a turntable kind; choose one of {list(KINDS)}")
     if colormap not in COLORMAPS:
         raise SplatgenError(f"colormap={colormap!r} is not known; choose one of {list(COLORMAPS)}")
-    if not (math.isfinite(radius) and radius > 0):
-        raise SplatgenError(f"radius must be > 0, got {radius!r}")
-    if not (0 < fovy < 180):
-        raise SplatgenError(f"fovy must be in (0, 180) degrees, got {fovy!r}")
-    if not -90 <= elevation <= 90:
-        raise SplatgenError(f"elevation must be in [-90, 90] degrees, got {elevation!r}")
+    _check_view("", elevation, radius, fovy)
+    if isinstance(turns, bool) or not isinstance(turns, (int, float)) or not (math.isfinite(turns) and turns > 0):
+        raise SplatgenError(f"turns must be a number > 0, got {turns!r}")
+    path = None
+    if camera_path is not None:
+        given = {"frames": frames, "elevation": elevation, "radius": radius, "turns": turns}
+        changed = [f"{k}={v!r}" for k, v in given.items() if v != _ORBIT_DEFAULTS[k]]
+        if changed:
+            raise SplatgenError(f"a camera path gives every frame's camera; leave out what shapes the orbit "
+                                f"({', '.join(changed)})")
+        path = read_camera_path(camera_path, fovy)
     if depth_range is not None:
         near, far = (float(v) for v in depth_range)
         if not 0 <= near < far:
@@ -269,18 +365,25 @@ def _plan(
     bg = _background(background)
     subject = _subject(model_or_params, device, backend)
     res = default_resolution(subject.device) if resolution is None else _check_int("resolution", resolution, 2)
-    cams = turntable_cameras(frames, res, elevation, radius, fovy, device=subject.device)
-    return _Plan(subject, cams, float(elevation), float(fovy), bg, kind, colormap, depth_range, float(radius), batch_size,
-                 progress)
+    if path is None:
+        cams = turntable_cameras(frames, res, elevation, radius, fovy, device=subject.device, turns=turns)
+        probe = turntable_cameras(_PROBE_VIEWS, _PROBE_SIZE, elevation, radius, fovy, subject.device)
+    else:
+        cams = camera_path_cameras(path, res, subject.device)
+        spread = sorted({round(i * (len(path) - 1) / max(_PROBE_VIEWS - 1, 1)) for i in range(_PROBE_VIEWS)})
+        probe = camera_path_cameras([path[i] for i in spread], _PROBE_SIZE, subject.device)
+        radius = float(np.median([c["radius"] for c in path]))
+    return _Plan(subject, cams, probe, bg, kind, colormap, depth_range, float(radius), batch_size, progress)
 
 
 def _depth_range(plan: _Plan) -> Tuple[float, float]:
     """One range for the whole video, so a colour means one depth in every frame: ``depth_range``, or the 1st
-    to 99th percentile of the opaque pixels' depths in :data:`_PROBE_VIEWS` small views around the orbit (the
-    visible surface over the whole turn, robust to a few floaters far from the object)."""
+    to 99th percentile of the opaque pixels' depths in :data:`_PROBE_VIEWS` small views around the orbit or
+    along the camera path (the visible surface over the whole video, robust to a few floaters far from the
+    object)."""
     if plan.depth_range is not None:
         return plan.depth_range
-    cams = turntable_cameras(_PROBE_VIEWS, _PROBE_SIZE, plan.elevation, plan.radius, plan.fovy, plan.subject.device)
+    cams = plan.probe
     _, alpha, depth = plan.subject.render(cams, torch.ones(len(cams), 3, device=plan.subject.device))
     seen = depth[alpha > 0.5].float()
     if seen.numel() < 2:
@@ -330,11 +433,13 @@ def iter_turntable(
     depth_range: Optional[Tuple[float, float]] = None,
     colormap: str = "turbo",
     progress: Optional[Callable[[int, int], None]] = None,
+    turns: float = 1.0,
+    camera_path: Union[str, Path, Sequence[Dict[str, float]], None] = None,
 ) -> Iterator[np.ndarray]:
     """The frames of :func:`render_turntable`, one batch ``[b, H, W, 3]`` uint8 at a time (arguments are
     checked when this is called, not when the first batch is drawn)."""
     plan = _plan(model_or_params, frames, resolution, elevation, radius, fovy, background, kind, device, backend,
-                 batch_size, depth_range, colormap, progress)
+                 batch_size, depth_range, colormap, progress, turns, camera_path)
     return _frames(plan)
 
 
@@ -353,17 +458,21 @@ def render_turntable(
     depth_range: Optional[Tuple[float, float]] = None,
     colormap: str = "turbo",
     progress: Optional[Callable[[int, int], None]] = None,
+    turns: float = 1.0,
+    camera_path: Union[str, Path, Sequence[Dict[str, float]], None] = None,
 ) -> np.ndarray:
-    """Render one full turn around the model: ``[frames, H, W, 3]`` uint8 RGB, frame 0 facing the front.
+    """Render turns around the model (one by default): ``[frames, H, W, 3]`` uint8 RGB, frame 0 facing the
+    front; or the frames of a camera path.
 
     Args:
         model_or_params: a :class:`~splatgen.gaussians.GaussianModel`, a dict of gsplat-layout tensors
             (``means, scales, quats, opacities, sh0, shN``), a 3DGS ``.ply`` path, a representation
             (Gaussians or the NeRF baseline), an object holding one as ``.rep`` (``GenerationResult``), or
             anything with ``render_eval(cameras, background) -> (rgb, alpha, depth)``.
-        frames: number of frames F >= 1 (azimuths ``360 * i / F``).
+        frames: number of frames F >= 1 (azimuths ``360 * turns * i / F``).
         resolution: square frame size in pixels; ``None``: :func:`default_resolution` of the device.
-        elevation, radius, fovy: the orbit (degrees, world units, degrees), the previews' by default.
+        elevation, radius, fovy: the orbit (degrees, world units, degrees), the previews' by default;
+            ``elevation`` in [-90, 90], ``radius`` > 0.
         background: ``'white'``, ``'black'`` or RGB in [0, 1] (also under ``kind='depth'``).
         kind: one of :data:`KINDS`.
         device: where to render; ``None``: where the model is (a dict or ``.ply``: the CPU).
@@ -373,12 +482,18 @@ def render_turntable(
             1st-99th percentile depths in 8 views of 64 px around the orbit.
         colormap: ``'turbo'`` or ``'grey'`` for ``kind='depth'``.
         progress: called as ``progress(frames_done, frames)`` after each batch (a progress bar).
+        turns: how many times the camera circles the model over the video (> 0; 2: twice, 0.5: half way).
+        camera_path: instead of the orbit, one camera per frame: a JSON file or a list of
+            ``{"elevation", "azimuth", "radius"[, "fovy"]}`` (see :func:`read_camera_path`); ``frames``,
+            ``elevation``, ``radius`` and ``turns`` are then left at their defaults (``fovy`` fills in where a
+            camera gives none).
 
     Raises:
-        SplatgenError: bad arguments (``frames < 1``, unknown ``kind``, ...) or a model with zero Gaussians.
+        SplatgenError: bad arguments (``frames < 1``, unknown ``kind``, a negative radius, a camera path camera
+            without its ``azimuth``...) or a model with zero Gaussians.
     """
     batches = iter_turntable(model_or_params, frames, resolution, elevation, radius, fovy, background, kind, device,
-                             backend, batch_size, depth_range, colormap, progress)
+                             backend, batch_size, depth_range, colormap, progress, turns, camera_path)
     return np.concatenate(list(batches), axis=0)
 
 
