@@ -128,15 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_generate(args) -> int:
-    from .api import check_prompt, generate, resolve_config
+    from .api import check_input, run_generation
     from .rundir import RunFolder, find_resumable, slug
-    from .trainer import check_memory, resolve_device
 
-    # Everything that can be refused is checked before a run folder is claimed.
-    prompt = check_prompt(args.prompt)
-    cfg = resolve_config(args.config or None, args.overrides)
-    cfg.prompt = prompt
-    check_memory(cfg, resolve_device(cfg.run.device))
+    # Everything that can be refused is checked once, before a run folder is claimed.
+    cfg, device = check_input(args.prompt, args.config or None, args.overrides)
+    prompt = cfg.prompt
     if args.resume and args.out is None:
         found = find_resumable(RUNS_ROOT, prompt)
         if not found:
@@ -152,7 +149,7 @@ def _cmd_generate(args) -> int:
         out = RunFolder.claim(args.out, overwrite=args.overwrite, resume=args.resume, require_interrupted=args.resume)
     log.info("writing %s (renamed %s when complete)", out.path, out.final)
     try:
-        result = generate(prompt, config=cfg, out_dir=out, profile=args.profile)
+        result = run_generation(cfg, out, profile=args.profile, device=device)
     except RunInterrupted as exc:
         if exc.step <= 0:
             raise
@@ -227,10 +224,10 @@ def _cmd_export(args) -> int:
 
 def _export_video(args) -> int:
     """A turntable of a run through its representation's own renderer (a NeRF run too), or of a .ply."""
+    from .devices import resolve_device
     from .export import load_ply
     from .export.video import write_turntable
     from .rundir import load_run
-    from .trainer import resolve_device
 
     device = resolve_device("auto")
     if args.run_dir.is_file():
