@@ -9,6 +9,7 @@ read is refused.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,6 +136,17 @@ def _against_the_layers(graph: Dict[str, Set[str]]) -> List[str]:
                          else f"in {LAYERS[LAYER_OF[b]][0]!r}, above {LAYERS[LAYER_OF[a]][0]!r}")
                 wrong.append(f"{module} imports {target} ({b} is {where})")
     return sorted(wrong)
+
+
+def test_the_design_notes_draw_these_layers():
+    """docs/DESIGN.md's drawing names every component (``name.py``, ``name/``, or a name before its column of
+    notes) in the order of :data:`LAYERS`: the top layer first, each layer's components bottom to top."""
+    text = (ROOT / "docs" / "DESIGN.md").read_text()
+    drawing = text.split("## Layers", 1)[1].split("```")[1]
+    named = re.findall(r"(?<![\w.])([a-z_]+)(?:\.py|/| {2})", drawing)
+    order = list(dict.fromkeys(n for n in named if n in PLACE))
+    expected = [c for _, names in reversed(LAYERS) for c in names if (PKG / c).is_dir() or (PKG / f"{c}.py").is_file()]
+    assert order == expected, f"docs/DESIGN.md draws {order}, tests/test_layers.py orders {expected}"
 
 
 def test_imports_point_only_downward():
