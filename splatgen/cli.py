@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -132,6 +133,7 @@ def _cmd_generate(args) -> int:
     from .rundir import RunFolder, find_resumable, slug
 
     # Everything that can be refused is checked once, before a run folder is claimed.
+    t0 = time.perf_counter()  # the run's "setup" time counts from here, as generate()'s does
     cfg, device = check_input(args.prompt, args.config or None, args.overrides)
     prompt = cfg.prompt
     if args.resume and args.out is None:
@@ -149,7 +151,7 @@ def _cmd_generate(args) -> int:
         out = RunFolder.claim(args.out, overwrite=args.overwrite, resume=args.resume, require_interrupted=args.resume)
     log.info("writing %s (renamed %s when complete)", out.path, out.final)
     try:
-        result = run_generation(cfg, out, profile=args.profile, device=device)
+        result = run_generation(cfg, out, profile=args.profile, t0=t0, device=device)
     except RunInterrupted as exc:
         if exc.step <= 0:
             raise
