@@ -9,13 +9,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from .cameras import Cameras, evenly_spaced_cameras
 from .config import Config, config_files, load_config
+from .devices import check_memory, resolve_device
 from .errors import ConfigError, PromptError, RunDirError, short
 from .export import save_image_grid, save_ply
 from .fileio import load_checkpoint
@@ -23,6 +24,7 @@ from .representation import Representation
 
 if TYPE_CHECKING:
     from .rundir import RunFolder
+    from .trainer import Trainer, TrainResult
 
 log = logging.getLogger("splatgen")
 
@@ -121,6 +123,22 @@ def resolve_config(config: str | Path | Sequence[str | Path] | Config | None = N
     return load_config(config_files(config), overrides, extra=extra)
 
 
+def check_input(prompt: Any, config: str | Path | Sequence[str | Path] | Config | None = None,
+                overrides: Sequence[str] = (), **kwargs: Any) -> Tuple[Config, torch.device]:
+    """Everything about a generation's input that can be refused, checked once and before a run folder is
+    claimed: the prompt, the config (files, overrides, values), the device and whether the run fits in it.
+
+    Returns the config (its ``prompt`` set) and the device, for :func:`run_generation`, which checks neither
+    again. Arguments as for :func:`generate`.
+    """
+    prompt = check_prompt(prompt)
+    cfg = resolve_config(config, overrides, **kwargs)
+    cfg.prompt = prompt
+    device = resolve_device(cfg.run.device)
+    check_memory(cfg, device)
+    return cfg, device
+
+
 def generate(
     prompt: str,
     config: str | Path | Sequence[str | Path] | Config | None = None,
@@ -156,64 +174,89 @@ def generate(
             is in the message and ``<out_dir>.partial`` can be resumed.
     """
     from .rundir import RunFolder
-    from .trainer import check_memory, resolve_device
 
     t0 = time.perf_counter()
     try:
-        prompt = check_prompt(prompt)
-        cfg = resolve_config(config, overrides, **kwargs)
-        cfg.prompt = prompt
-        device = resolve_device(cfg.run.device)
-        check_memory(cfg, device)
+        cfg, device = check_input(prompt, config, overrides, **kwargs)
         if resume and out_dir is None:
             raise RunDirError("resume needs the run folder (out_dir) of the interrupted run")
     except BaseException:
-        if isinstance(out_dir, RunFolder):  # claimed by the caller (the CLI): leave no empty folder behind
+        if isinstance(out_dir, RunFolder):  # claimed by the caller: leave no empty folder behind
             out_dir.release() if out_dir.resumed else out_dir.abandon()
         raise
     run = out_dir if isinstance(out_dir, RunFolder) or out_dir is None else \
         RunFolder.claim(out_dir, overwrite=overwrite, resume=resume, require_interrupted=resume)
-    return run_generation(cfg, run, guidance=guidance, profile=profile, t0=t0)
+    return run_generation(cfg, run, guidance=guidance, profile=profile, t0=t0, device=device)
 
 
 def run_generation(cfg: Config, run: "Optional[RunFolder]", guidance=None, profile: bool = False,
-                   t0: Optional[float] = None) -> GenerationResult:
-    """One generation of ``cfg`` (its ``prompt`` set) into a claimed run folder (or none): the body of
-    :func:`generate`, shared with the batch runner (which passes a guidance it keeps for the next prompt).
+                   t0: Optional[float] = None, device: Optional[torch.device] = None) -> GenerationResult:
+    """One generation of ``cfg`` (its ``prompt`` set; checked by :func:`check_input`) into a claimed run folder
+    (or none), in four phases: set up, train, write, evaluate. The body of :func:`generate` and of ``splatgen
+    generate``, shared with the batch runner (which passes a guidance it keeps for the next prompt).
+
+    ``device``: the one :func:`check_input` returned (resolved from ``run.device`` when not given).
 
     Setup failures remove the run folder when it holds nothing worth keeping; an interrupted or failed run keeps
     it (``.partial``) to resume or inspect; a complete run is renamed to its final name.
     """
-    from .components import build_evaluator, build_guidance
-    from .rundir import config_differences, splats_name
-    from .trainer import Trainer, preview_cameras, resolve_device
-
     t0 = time.perf_counter() if t0 is None else t0
-    device = resolve_device(cfg.run.device)
+    device = resolve_device(cfg.run.device) if device is None else device
+    setup = _set_up(cfg, run, guidance, device, profile)
+    t_setup = time.perf_counter()
+    try:  # from here an interrupted or failed run keeps its folder to resume or inspect
+        tr = _train(setup.trainer)
+        t_train = time.perf_counter()
+        result = GenerationResult(tr.model, cfg, run.final if run is not None else None, tr.history, tr.stage_ms,
+                                  tr.seconds, rep=tr.rep, evals=tr.evals, distillation=tr.distillation)
+        result.timings = {"setup": t_setup - t0, "guidance": setup.guidance_seconds,
+                          "optimisation": t_train - t_setup, "first_step": tr.first_step_seconds}
+        if run is None:
+            result.timings["total"] = t_train - t0
+        else:
+            _write(run, cfg, tr.rep, result)
+            result.timings["export"] = time.perf_counter() - t_train
+            _evaluate(run, cfg, tr, result, device, t0, resumed_from=setup.trainer.start_step)
+            run.finish()
+    except BaseException:
+        if run is not None:
+            run.release()
+        raise
+    finally:
+        setup.close()
+    return result
+
+
+@dataclass
+class _Setup:
+    """What the set-up phase built for one run, and what must be let go of once the run ends."""
+
+    trainer: "Trainer"
+    guidance: Any
+    own_guidance: bool
+    """Built for this run (released at its end); a guidance handed in belongs to the caller (a batch keeps it)."""
+    live: Any = None
+    """The live viewer (``run.viewer``), or None."""
+    guidance_seconds: float = 0.0
+
+    def close(self) -> None:
+        if self.own_guidance:
+            self.guidance.release()
+        if self.live is not None:
+            self.live.close()
+
+
+def _set_up(cfg: Config, run: "Optional[RunFolder]", guidance, device: torch.device, profile: bool) -> _Setup:
+    """Phase 1: the guidance, the evaluator, the live viewer and the trainer, a resumed run's checkpoint loaded
+    into it, and ``config.yaml`` written. Nothing of it is kept if it fails: what was built is released, and a
+    run folder that holds nothing worth keeping is removed."""
+    from .components import build_evaluator, build_guidance
+    from .trainer import Trainer
+
     own_guidance = guidance is None
-    live = None  # the live viewer (run.viewer)
-    try:  # ---- setup: nothing of it is kept if it fails
-        payload = None
-        if run is not None and run.resumed:
-            saved = run.saved_config()
-            if saved is not None:
-                diffs = config_differences(saved, cfg)
-                if diffs:
-                    raise ConfigError(f"--resume needs the config the run started with; these differ: {diffs[:8]} "
-                                      f"(see {run.path / 'config.yaml'})")
-            cps = run.checkpoints()
-            if cps:
-                payload = load_checkpoint(cps[0][1])
-                saved_prompt = payload.get("prompt")
-                if saved_prompt is not None and saved_prompt != cfg.prompt:
-                    raise RunDirError(f"{cps[0][1]} was saved by a run of {short(saved_prompt)}, not of "
-                                      f"{short(cfg.prompt)}; it is not this run's to continue (choose another --out)")
-                log.info("resuming %s from step %d (%s)", run.final, cps[0][0], cps[0][1].name)
-            elif run.refused:
-                raise RunDirError(f"cannot resume {run.final}: {run.refused_message()}; start it again with "
-                                  "--overwrite (its work is lost), or move the folder away")
-            else:
-                log.info("%s saved no checkpoint; starting it again", run.final)
+    live = None
+    try:
+        checkpoint = _checkpoint_to_resume(run, cfg)
         t_guidance = time.perf_counter()
         if guidance is None:
             guidance = build_guidance(cfg, device)
@@ -231,12 +274,13 @@ def run_generation(cfg: Config, run: "Optional[RunFolder]", guidance=None, profi
             log.info("live view of the Gaussians at %s (it closes with the run; `splatgen view RUN` shows the "
                      "result)", live.url)
         trainer = Trainer(cfg, guidance, run=run, evaluator=evaluator, profile=profile,
-                          on_step=live.on_step if live is not None else None)
-        if payload is not None:
+                          on_step=live.on_step if live is not None else None, device=device)
+        if checkpoint is not None:
+            path, payload = checkpoint
             try:
                 trainer.resume(payload)
             except (ValueError, KeyError, TypeError, RuntimeError) as exc:  # a checkpoint of another run's shape
-                raise RunDirError(f"cannot resume {run.final} from {cps[0][1].name}: {str(exc).splitlines()[0][:200]}; "
+                raise RunDirError(f"cannot resume {run.final} from {path.name}: {str(exc).splitlines()[0][:200]}; "
                                   "start it again with --overwrite (its work is lost)") from None
         if run is not None:
             run.write_config(cfg)
@@ -248,58 +292,85 @@ def run_generation(cfg: Config, run: "Optional[RunFolder]", guidance=None, profi
         if run is not None:
             run.release() if run.resumed and run.saved_step() is not None else run.abandon()
         raise
-    t_setup = time.perf_counter()
-    try:  # ---- training and files: an interrupted or failed run keeps its folder to resume or inspect
-        with stop_on_signals(trainer):
-            tr = trainer.train()
-        t_train = time.perf_counter()
-        result = GenerationResult(tr.model, cfg, run.final if run is not None else None, tr.history, tr.stage_ms,
-                                  tr.seconds, rep=tr.rep, evals=tr.evals, distillation=tr.distillation)
-        if run is not None:
-            run.save_splats(splats_name(cfg), tr.rep.splat_params())
-            if cfg.run.preview_views > 0:
-                cams = preview_cameras(cfg.run.preview_views, cfg.run.preview_resolution, tr.rep.device)
-                run.write_previews(result.render(cameras=cams))
-            if cfg.run.video:
-                from .export.video import write_turntable
+    return _Setup(trainer, guidance, own_guidance, live, t_guidance)
 
-                video = write_turntable(tr.rep, run.path / "turntable.mp4")
-                log.info("turntable.mp4: %d frames, %dx%d px, %.2f MB", video.frames, video.width, video.height,
-                         video.bytes / 1e6)
-            t_export = time.perf_counter()
-            result.timings = {"setup": t_setup - t0, "guidance": t_guidance, "optimisation": t_train - t_setup,
-                              "first_step": tr.first_step_seconds, "export": t_export - t_train}
-            summary = {"prompt": cfg.prompt, "representation": tr.rep.kind, "seconds": round(tr.seconds, 3),
-                       "steps": tr.steps, **tr.rep.scalars(), "device": str(trainer.device),
-                       "threads": torch.get_num_threads() if trainer.device.type == "cpu" else None,
-                       "stage_ms": tr.stage_ms, "distillation": tr.distillation}
-            if trainer.start_step > 0:  # resumed: `seconds` counts every process's training, so say which part is ours
-                summary.update(resumed_from_step=trainer.start_step,
-                               seconds_this_process=round(tr.seconds_this_process, 3))
 
-            def write_summary() -> None:
-                run.write_summary({**summary, "timings_s": {k: round(v, 3) for k, v in result.timings.items()}})
+def _checkpoint_to_resume(run: "Optional[RunFolder]", cfg: Config) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """The newest checkpoint of a resumed run (its path and contents), once it is shown to be this run's to
+    continue (same config, same prompt); None when the run is new or saved no checkpoint (it starts again)."""
+    from .rundir import config_differences
 
-            write_summary()  # before the evaluation, so a failing evaluation still leaves it
-            if cfg.run.evaluate:
-                result.metrics = _maybe_evaluate(run, cfg)
-            t_eval = time.perf_counter()
-            result.timings.update(evaluation=t_eval - t_export, total=t_eval - t0)
-            write_summary()
-            run.finish()
-        else:
-            result.timings = {"setup": t_setup - t0, "guidance": t_guidance, "optimisation": t_train - t_setup,
-                              "first_step": tr.first_step_seconds, "total": t_train - t0}
-    except BaseException:
-        if run is not None:
-            run.release()
-        raise
-    finally:
-        if own_guidance:
-            guidance.release()
-        if live is not None:
-            live.close()
-    return result
+    if run is None or not run.resumed:
+        return None
+    saved = run.saved_config()
+    if saved is not None:
+        diffs = config_differences(saved, cfg)
+        if diffs:
+            raise ConfigError(f"--resume needs the config the run started with; these differ: {diffs[:8]} "
+                              f"(see {run.path / 'config.yaml'})")
+    cps = run.checkpoints()
+    if not cps:
+        if run.refused:
+            raise RunDirError(f"cannot resume {run.final}: {run.refused_message()}; start it again with "
+                              "--overwrite (its work is lost), or move the folder away")
+        log.info("%s saved no checkpoint; starting it again", run.final)
+        return None
+    step, path = cps[0]
+    payload = load_checkpoint(path)
+    saved_prompt = payload.get("prompt")
+    if saved_prompt is not None and saved_prompt != cfg.prompt:
+        raise RunDirError(f"{path} was saved by a run of {short(saved_prompt)}, not of "
+                          f"{short(cfg.prompt)}; it is not this run's to continue (choose another --out)")
+    log.info("resuming %s from step %d (%s)", run.final, step, path.name)
+    return path, payload
+
+
+def _train(trainer: "Trainer") -> "TrainResult":
+    """Phase 2: the optimisation; Ctrl-C and SIGTERM stop it at a step boundary (see :func:`stop_on_signals`)."""
+    with stop_on_signals(trainer):
+        return trainer.train()
+
+
+def _write(run: "RunFolder", cfg: Config, rep: Representation, result: GenerationResult) -> None:
+    """Phase 3: the model's file (``splats.ply``, a NeRF's ``nerf.ply``), the previews and the turntable video
+    (``run.video``) in the run folder."""
+    from .rundir import splats_name
+    from .trainer import preview_cameras
+
+    run.save_splats(splats_name(cfg), rep.splat_params())
+    if cfg.run.preview_views > 0:
+        cams = preview_cameras(cfg.run.preview_views, cfg.run.preview_resolution, rep.device)
+        run.write_previews(result.render(cameras=cams))
+    if cfg.run.video:
+        from .export.video import write_turntable
+
+        video = write_turntable(rep, run.path / "turntable.mp4")
+        log.info("turntable.mp4: %d frames, %dx%d px, %.2f MB", video.frames, video.width, video.height,
+                 video.bytes / 1e6)
+
+
+def _evaluate(run: "RunFolder", cfg: Config, tr: "TrainResult", result: GenerationResult, device: torch.device,
+              t0: float, resumed_from: int = 0) -> None:
+    """Phase 4: ``summary.json``, then the ground-truth metrics of a world prompt (``run.evaluate``:
+    ``metrics.json`` and ``result.metrics``), then the summary again with the time of every phase. The summary
+    is written first too, so a failing evaluation still leaves it."""
+    start = time.perf_counter()
+    summary = {"prompt": cfg.prompt, "representation": tr.rep.kind, "seconds": round(tr.seconds, 3),
+               "steps": tr.steps, **tr.rep.scalars(), "device": str(device),
+               "threads": torch.get_num_threads() if device.type == "cpu" else None,
+               "stage_ms": tr.stage_ms, "distillation": tr.distillation}
+    if resumed_from > 0:  # resumed: `seconds` counts every process's training, so say which part is ours
+        summary.update(resumed_from_step=resumed_from, seconds_this_process=round(tr.seconds_this_process, 3))
+
+    def write_summary() -> None:
+        run.write_summary({**summary, "timings_s": {k: round(v, 3) for k, v in result.timings.items()}})
+
+    write_summary()
+    if cfg.run.evaluate:
+        result.metrics = _maybe_evaluate(run, cfg)
+    end = time.perf_counter()
+    result.timings.update(evaluation=end - start, total=end - t0)
+    write_summary()
 
 
 @contextlib.contextmanager
@@ -335,10 +406,11 @@ def _maybe_evaluate(run, cfg: Config) -> Optional[Dict[str, Any]]:
     """Ground-truth metrics of a world prompt's run (written to ``metrics.json`` in the run folder), else None."""
     from .rundir import RunView, splats_name
     from .world.grammar import is_world_prompt
-    from .world.metrics import evaluate_run
 
     if not is_world_prompt(cfg.prompt):
         return None
+    from .world.metrics import evaluate_run  # the ray caster and the evaluator: loaded for world prompts only
+
     model = run.path / ("checkpoints/final.pt" if cfg.model.type == "nerf" else splats_name(cfg))
     return evaluate_run(RunView(run.path, load_config([run.path / "config.yaml"]), True, model))
 

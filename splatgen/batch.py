@@ -492,7 +492,7 @@ def _attempt(it: BatchItem, cfg: Config, out: Path, attempt: int, guidances: Dic
              host: str) -> str:
     """Run one attempt of one prompt: 'done', 'failed', or 'taken' (another process holds or finished it)."""
     from .components import build_guidance
-    from .trainer import resolve_device
+    from .devices import resolve_device
 
     final = out / it.name
     try:
@@ -513,7 +513,7 @@ def _attempt(it: BatchItem, cfg: Config, out: Path, attempt: int, guidances: Dic
             guidances[key] = build_guidance(cfg, device, keep_text_encoder=True)
         guidance = guidances[key]
         guidance.prepare_text(cfg.prompt, cfg.guidance.negative_prompt, cfg.guidance.view_dependent)
-        result = run_generation(cfg, run, guidance=guidance, t0=t0)
+        result = run_generation(cfg, run, guidance=guidance, t0=t0, device=device)
         files = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
         metrics = dict(result.metrics or {})
         metrics.setdefault("num_gaussians", result.num_gaussians)

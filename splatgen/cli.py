@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -144,15 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_generate(args) -> int:
-    from .api import check_prompt, generate, resolve_config
+    from .api import check_input, run_generation
     from .rundir import RunFolder, find_resumable, slug
-    from .trainer import check_memory, resolve_device
 
-    # Everything that can be refused is checked before a run folder is claimed.
-    prompt = check_prompt(args.prompt)
-    cfg = resolve_config(args.config or None, args.overrides)
-    cfg.prompt = prompt
-    check_memory(cfg, resolve_device(cfg.run.device))
+    # Everything that can be refused is checked once, before a run folder is claimed.
+    t0 = time.perf_counter()  # the run's "setup" time counts from here, as generate()'s does
+    cfg, device = check_input(args.prompt, args.config or None, args.overrides)
+    prompt = cfg.prompt
     if args.resume and args.out is None:
         found = find_resumable(RUNS_ROOT, prompt)
         if not found:
@@ -168,7 +167,7 @@ def _cmd_generate(args) -> int:
         out = RunFolder.claim(args.out, overwrite=args.overwrite, resume=args.resume, require_interrupted=args.resume)
     log.info("writing %s (renamed %s when complete)", out.path, out.final)
     try:
-        result = generate(prompt, config=cfg, out_dir=out, profile=args.profile)
+        result = run_generation(cfg, out, profile=args.profile, t0=t0, device=device)
     except RunInterrupted as exc:
         if exc.step <= 0:
             raise
@@ -247,10 +246,10 @@ def _cmd_export(args) -> int:
 
 def _export_video(args) -> int:
     """A turntable of a run through its representation's own renderer (a NeRF run too), or of a .ply."""
+    from .devices import resolve_device
     from .export import load_ply
     from .export.video import DEFAULT_FRAMES, read_camera_path, write_turntable
     from .rundir import load_run
-    from .trainer import resolve_device
 
     orbit = {k: getattr(args, k) for k in ("frames", "elevation", "radius", "turns") if getattr(args, k) is not None}
     camera_path = None

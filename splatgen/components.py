@@ -17,8 +17,7 @@ from .guidance.loading import load_tiny_encoder
 from .guidance.text_encoders import TEXT_ENCODER_FOLDER, OpenCLIPPromptEncoder
 from .prior import bundled_prior_path, check_prior_folder, is_prior_folder, prompt_check
 from .representation import Representation
-from .world.metrics import world_evaluator
-from .world.oracle import WorldGuidance
+from .world.grammar import is_world_prompt
 
 #: evaluator(rep) -> ground-truth metrics of the model as it is now (see ``Trainer(evaluator=...)``).
 Evaluator = Callable[[Representation], Dict[str, Any]]
@@ -57,6 +56,8 @@ def _pixel(cfg: Config, device: torch.device) -> Guidance:
 
 
 def _world(cfg: Config, device: torch.device) -> Guidance:
+    from .world.oracle import WorldGuidance  # the world's ray caster: loaded for its guidance only
+
     return WorldGuidance.from_config(cfg, device)
 
 
@@ -88,5 +89,10 @@ def build_guidance(cfg: Config, device: Union[torch.device, str] = "cpu", keep_t
 
 
 def build_evaluator(cfg: Config) -> Optional[Evaluator]:
-    """The ground-truth evaluator of ``cfg.prompt`` when it names an object of the procedural world, else None."""
+    """The ground-truth evaluator of ``cfg.prompt`` when it names an object of the procedural world, else None
+    (the world's ray caster and metrics are loaded for world prompts only)."""
+    if not is_world_prompt(cfg.prompt):
+        return None
+    from .world.metrics import world_evaluator
+
     return world_evaluator(cfg.prompt)
