@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -131,6 +131,7 @@ def generate(
     guidance=None,
     profile: bool = False,
     resume: bool = False,
+    on_step: Optional[Callable[[int, Representation], Any]] = None,
     **kwargs: Any,
 ) -> GenerationResult:
     """Generate 3D Gaussians for ``prompt``.
@@ -150,6 +151,8 @@ def generate(
         profile: time each stage of the step (synchronises the GPU; for benchmarks).
         resume: continue the interrupted run in ``out_dir`` from its newest checkpoint (same config required);
             the result is the same as if it had never stopped.
+        on_step: called as ``on_step(steps_done, rep)`` after every step (a live view, e.g.
+            :meth:`splatgen.viewer.LiveViewer.on_step`; it must return fast).
         **kwargs: section overrides, ``run={"steps": 100}`` or ``run__steps=100``.
 
     Raises:
@@ -174,11 +177,12 @@ def generate(
         raise
     run = out_dir if isinstance(out_dir, RunFolder) or out_dir is None else \
         RunFolder.claim(out_dir, overwrite=overwrite, resume=resume, require_interrupted=resume)
-    return run_generation(cfg, run, guidance=guidance, profile=profile, t0=t0)
+    return run_generation(cfg, run, guidance=guidance, profile=profile, t0=t0, on_step=on_step)
 
 
 def run_generation(cfg: Config, run: "Optional[RunFolder]", guidance=None, profile: bool = False,
-                   t0: Optional[float] = None) -> GenerationResult:
+                   t0: Optional[float] = None,
+                   on_step: Optional[Callable[[int, Representation], Any]] = None) -> GenerationResult:
     """One generation of ``cfg`` (its ``prompt`` set) into a claimed run folder (or none): the body of
     :func:`generate`, shared with the batch runner (which passes a guidance it keeps for the next prompt).
 
@@ -231,8 +235,9 @@ def run_generation(cfg: Config, run: "Optional[RunFolder]", guidance=None, profi
             live = LiveViewer(port=cfg.run.viewer_port, total_steps=cfg.run.steps)
             log.info("live view of the Gaussians at %s (it closes with the run; `splatgen view RUN` shows the "
                      "result)", live.url)
+        hooks = [h for h in (live.on_step if live is not None else None, on_step) if h is not None]
         trainer = Trainer(cfg, guidance, run=run, evaluator=evaluator, profile=profile,
-                          on_step=live.on_step if live is not None else None)
+                          on_step=(lambda done, rep: [h(done, rep) for h in hooks]) if hooks else None)
         if payload is not None:
             try:
                 trainer.resume(payload)
