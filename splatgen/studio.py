@@ -275,7 +275,7 @@ def export_run(run: Union[str, Path], path: Union[str, Path]) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ the page
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>~|])")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<~|])")
 
 
 def _md(text: str, limit: int = 80) -> str:
@@ -363,7 +363,7 @@ class Studio:
 
         @self.download.on_click
         def _(event) -> None:
-            self._send_download(event.client, event.target.value)
+            self.send_download(event.client, event.target.value)
 
         self.refresh_runs()
 
@@ -433,7 +433,9 @@ class Studio:
         prompt = _read_json(run / "summary.json").get("prompt")
         self.scores_md.content = f"**{_md(str(prompt or name))}**  \n" + " · ".join(run_scores(run))
 
-    def _send_download(self, client, ext: str) -> None:
+    def send_download(self, client, ext: str) -> None:
+        """What a Download button does: write the shown run as ``ext`` (:func:`export_run`) and send the file to
+        the browser that asked (``client``, a viser ``ClientHandle``); a failure is shown in one line."""
         name = self.run_choice.value
         run = self.runs_dir / name
         if client is None or ext not in DOWNLOADS or not (run / "config.yaml").is_file():

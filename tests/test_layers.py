@@ -23,7 +23,7 @@ LAYERS: List[tuple[str, Set[str]]] = [
     ("run folder and exporters", {"rundir", "export"}),
     ("known-answer world", {"world"}),
     ("bundled prior", {"prior"}),
-    ("wiring: API and command line", {"components", "api", "batch", "cli", "viewer", "__init__", "__main__"}),
+    ("wiring: API and command line", {"components", "api", "batch", "cli", "viewer", "studio", "__init__", "__main__"}),
 ]
 LAYER_OF: Dict[str, int] = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
 

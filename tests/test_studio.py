@@ -127,8 +127,47 @@ def test_the_page_queues_a_second_generate_and_shows_errors_in_one_line(tmp_path
         assert studio.run_choice.options == ("a-blue-chair", "a-red-mug") and studio.run_choice.value == "a-blue-chair"
         assert studio.previews.visible and studio.previews.image.shape == (16, 16, 3)
         assert "6 steps · 48 Gaussians" in studio.scores_md.content
+
+        # Downloads: the file goes to the browser that asked; a failure is one line on the page, nothing sent.
+        class Browser:
+            def send_file_download(self, name, data, save_immediately=False):
+                sent.append((name, data, save_immediately))
+
+        sent = []
+        studio.send_download(Browser(), ".mp4")
+        assert [(n, d[4:8], now) for n, d, now in sent] == [("a-blue-chair.mp4", b"ftyp", True)]
+        assert studio.download_md.content.startswith("sent a-blue-chair.mp4 (")
+        sent.clear()
+        studio.send_download(Browser(), ".glb")  # 48 faint Gaussians 6 steps in: no surface to mesh
+        assert sent == [] and studio.download_md.content.startswith("cannot write a-blue-chair.glb: the Gaussians "
+                                                                     "render no pixel with alpha > 0.5")
+        assert "\n" not in studio.download_md.content
     finally:
         studio.close()
+
+
+def test_closing_stops_the_running_run_resumably_and_drops_the_queued(tmp_path):
+    runs = tmp_path / "runs"
+    started, release = threading.Event(), threading.Event()
+
+    def on_step(job, done, rep):
+        started.set()
+        assert release.wait(120)
+
+    def on_change(job):
+        if job.state == "stopped" and job.id == 2:  # close() dropped the queued job: let the running one go on
+            release.set()
+
+    queue = RunQueue(runs, TINY, on_change=on_change, on_step=on_step)
+    running, queued = queue.submit("a red mug", "world", 50), queue.submit("a blue chair", "world", 6)
+    assert started.wait(300)
+    queue.close()
+    assert (running.state, running.step) == ("stopped", 2) and queued.state == "stopped"
+    assert running.error == f"stopped at step 2; {runs / 'a-red-mug'}.partial keeps the model"
+    assert queued.error == "the studio was closed before it started"
+    # As after a Ctrl-C of `splatgen generate`: the model kept, the folder left to resume, nothing else written.
+    assert sorted(p.name for p in runs.iterdir()) == ["a-red-mug.partial"]
+    assert len(load_ply(runs / "a-red-mug.partial" / "interrupted.ply")) == 48
 
 
 def test_studio_command_refuses_bad_settings_in_one_line(tmp_path, capsys):
@@ -194,3 +233,23 @@ def test_in_the_browser_type_a_prompt_see_the_object_download_a_ply(tmp_path):
         studio.close()
     assert got.name == "a-red-mug.ply"
     assert len(load_ply(got)) == len(load_ply(run / "splats.ply")) == 48
+
+
+def test_the_step_hook_runs_beside_the_live_view_of_run_viewer(tmp_path, monkeypatch):
+    """The page's hook reaches the trainer through ``generate(on_step=...)``; a config with ``run.viewer=true``
+    keeps its own live view too."""
+    from splatgen import viewer
+    from splatgen.api import generate
+
+    live_steps, ours = [], []
+    live_on_step = viewer.LiveViewer.on_step
+
+    def counted(self, step, rep, total=None):
+        live_steps.append(step)
+        return live_on_step(self, step, rep, total)
+
+    monkeypatch.setattr(viewer.LiveViewer, "on_step", counted)
+    generate("a red mug", "world", tmp_path / "run", overrides=[*TINY, "run.steps=3", "run.viewer=true",
+                                                                "run.viewer_port=0"],
+             on_step=lambda done, rep: ours.append((done, rep.size())))
+    assert ours == [(1, 48), (2, 48), (3, 48)] and live_steps == [1, 2, 3]
