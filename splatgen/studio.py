@@ -114,7 +114,7 @@ class RunQueue:
                 self._worker = threading.Thread(target=self._work, name="splatgen-studio-runs", daemon=True)
                 self._worker.start()
             self._cond.notify_all()
-        self._changed(job)
+            self._changed(job)  # shown as queued before the worker can take it
         return job
 
     def _busy(self) -> bool:
@@ -316,6 +316,9 @@ class Studio:
         resolve_config(config, overrides)  # a bad override is refused now, in one line
         self.runs_dir = Path(runs_dir)
         self.overrides = list(overrides)
+        self._lock = threading.Lock()  # the runs list
+        self._jobs_lock = threading.Lock()  # the jobs list
+        self._shown: Optional[str] = None  # the finished run the scene and the panel show
         self.queue = RunQueue(self.runs_dir, self.overrides, on_change=self._job_changed, on_step=self._on_step)
         self.server = start_server(host, port, label="splatgen studio")
         try:
@@ -336,7 +339,7 @@ class Studio:
             self.preset = gui.add_dropdown("Config", presets, initial_value=config,
                                            hint="a bundled preset (splatgen generate --config NAME)")
             self.steps = gui.add_number("Steps", initial_value=self._preset_steps(config), min=1, step=1)
-            self.generate_button = gui.add_button("Generate", icon=None)
+            self.generate_button = gui.add_button("Generate")
             self.jobs_md = gui.add_markdown("no runs yet: type a prompt and press Generate")
         with gui.add_folder("Scene"):
             self.live = LiveViewer(server=self.server)
@@ -346,8 +349,6 @@ class Studio:
             self.scores_md = gui.add_markdown("")
             self.download = gui.add_button_group("Download", list(DOWNLOADS))
             self.download_md = gui.add_markdown("")
-        self._lock = threading.Lock()  # the runs list
-        self._shown: Optional[str] = None  # the finished run the scene and the panel show
 
         @self.preset.on_update
         def _(_event) -> None:
@@ -365,6 +366,10 @@ class Studio:
         def _(event) -> None:
             self.send_download(event.client, event.target.value)
 
+        @self.server.on_client_connect
+        def _(_client) -> None:  # opening or reloading the page lists runs written meanwhile by other processes
+            self.refresh_runs()
+
         self.refresh_runs()
 
     def _preset_steps(self, name: str) -> int:
@@ -378,10 +383,11 @@ class Studio:
         return self.queue.submit(prompt, config, steps)
 
     def _job_changed(self, job: Job) -> None:
-        jobs = self.queue.jobs
-        current = [j for j in jobs if j.state in ("running", "queued")]
-        over = [j for j in jobs if j.state not in ("running", "queued")][::-1][:SHOWN_JOBS]
-        self.jobs_md.content = "  \n".join(job_line(j) for j in current + over)
+        with self._jobs_lock:  # the worker and a Generate press may both report: the later list is written last
+            jobs = list(self.queue.jobs)
+            current = [j for j in jobs if j.state in ("running", "queued")]
+            over = [j for j in jobs if j.state not in ("running", "queued")][::-1][:SHOWN_JOBS]
+            self.jobs_md.content = "  \n".join(job_line(j) for j in current + over)
         if job.state == "running":
             self._shown = None  # the scene shows this run's Gaussians from its first step on
         if job.state == "done":

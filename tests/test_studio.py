@@ -54,9 +54,10 @@ def test_queue_runs_one_after_the_other_as_generate_writes_them(tmp_path, capsys
         queue.close()
     assert [mug.state, bad.state, chair.state] == ["done", "failed", "done"], [j.error for j in queue.jobs]
     assert bad.error == EMPTY_PROMPT and bad.out is None
-    # One at a time, in the order pressed: each starts when the one before it is over.
-    assert states(events) == [(1, "queued"), (2, "queued"), (3, "queued"), (1, "running"), (1, "done"),
-                              (2, "running"), (2, "failed"), (3, "running"), (3, "done")]
+    # One at a time, in the order pressed: each is queued first, and starts when the one before it is over.
+    assert [next(s for i, s in events if i == job.id) for job in (mug, bad, chair)] == ["queued"] * 3
+    assert states([e for e in events if e[1] != "queued"]) == [(1, "running"), (1, "done"), (2, "running"),
+                                                               (2, "failed"), (3, "running"), (3, "done")]
     # Both runs complete under the names `splatgen generate` gives them, nothing left half-written.
     assert (mug.out, chair.out) == (runs / "a-red-mug", runs / "a-blue-chair")
     assert sorted(finished_runs(runs)) == [chair.out, mug.out] and sorted(p.name for p in runs.iterdir()) == \
@@ -227,6 +228,16 @@ def test_in_the_browser_type_a_prompt_see_the_object_download_a_ply(tmp_path):
                     page.get_by_role("button", name=".ply", exact=True).click()
                 got = tmp_path / download.value.suggested_filename
                 download.value.save_as(got)
+                # A run another process writes meanwhile is listed when the page is opened again.
+                assert cli_main(["generate", "a blue chair", "--config", "world", *TINY, "run.steps=4", "--out",
+                                 str(tmp_path / "runs" / "from-cli")]) == 0
+                assert "from-cli" not in studio.run_choice.options
+                page.reload()
+                prompt.wait_for(timeout=60_000)
+                deadline = time.monotonic() + 60
+                while "from-cli" not in studio.run_choice.options and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                assert studio.run_choice.options == ("from-cli", "a-red-mug")
             finally:
                 browser.close()
     finally:
