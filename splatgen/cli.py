@@ -127,17 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .resources import config_names
 
-    s = sub.add_parser("studio", help="a page in the browser to generate (queued, watched live), browse and download runs",
+    s = sub.add_parser("studio",
+                       help="a page in the browser to generate (queued, watched live), browse and download runs",
                        usage="splatgen studio [--runs DIR] [--host HOST] [--port PORT] [--config NAME] [key=value ...]")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run of the page")
     s.add_argument("--runs", type=Path, default=RUNS_ROOT, metavar="DIR",
-                   help=f"the runs folder: new runs go there as `splatgen generate` writes them, earlier ones are listed "
-                        f"(default {RUNS_ROOT}/)")
+                   help=f"the runs folder: new runs go there as `splatgen generate` writes them, earlier ones are "
+                        f"listed (default {RUNS_ROOT}/)")
     s.add_argument("--config", "-c", default="default", metavar="NAME",
                    help=f"the bundled preset selected at first ({', '.join(config_names())}; default: default)")
     s.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1: this machine only; whoever reaches the page can start "
-                        "runs and read the runs folder)")
+                   help="address to listen on (default 127.0.0.1: this machine only; whoever reaches the page can "
+                        "start runs and read the runs folder)")
     s.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
     return p
 

@@ -28,7 +28,7 @@ import re
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
@@ -286,7 +286,7 @@ def _md(text: str, limit: int = 80) -> str:
 
 def job_line(job: Job) -> str:
     """How the page lists a job."""
-    what = f"{_md(job.prompt or '(empty prompt)')} ({_md(job.config, 40)}"
+    what = f"{_md(job.prompt.strip() or '(empty prompt)')} ({_md(job.config, 40)}"
     what += f", {job.steps} steps)" if job.steps is not None else ")"
     if job.state == "done":
         return f"**done** {what}: {_md(job.out.name if job.out else '')} in {job.seconds:.1f} s"

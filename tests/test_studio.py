@@ -76,7 +76,8 @@ def test_queue_runs_one_after_the_other_as_generate_writes_them(tmp_path, capsys
     def untimed(record):  # what a record holds besides the clock's readings
         return {k: v for k, v in record.items() if k not in ("seconds", "elapsed_s", "timings_s", "stage_ms")}
 
-    rows = [[untimed(json.loads(line)) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (mug.out, cli)]
+    rows = [[untimed(json.loads(line)) for line in (d / "metrics.jsonl").read_text().splitlines()]
+            for d in (mug.out, cli)]
     assert rows[0] == rows[1] and len(rows[0]) == 3
     summaries = [untimed(json.loads((d / "summary.json").read_text())) for d in (mug.out, cli)]
     assert summaries[0] == summaries[1] and summaries[0]["prompt"] == "a red mug"
@@ -111,7 +112,7 @@ def test_the_page_queues_a_second_generate_and_shows_errors_in_one_line(tmp_path
 
         studio.queue.on_step = held
         studio.steps.value = 6
-        for prompt in ("a red mug", "", "a blue chair"):
+        for prompt in ("a red mug", " ", "a blue chair"):
             studio.prompt.value = prompt
             studio.generate_button.value = True  # what a click does
         assert started.wait(300)
