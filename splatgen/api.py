@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -148,6 +148,7 @@ def generate(
     guidance=None,
     profile: bool = False,
     resume: bool = False,
+    on_step: Optional[Callable[[int, Representation], Any]] = None,
     **kwargs: Any,
 ) -> GenerationResult:
     """Generate 3D Gaussians for ``prompt``.
@@ -167,6 +168,8 @@ def generate(
         profile: time each stage of the step (synchronises the GPU; for benchmarks).
         resume: continue the interrupted run in ``out_dir`` from its newest checkpoint (same config required);
             the result is the same as if it had never stopped.
+        on_step: called as ``on_step(steps_done, rep)`` after every step (a live view, e.g.
+            :meth:`splatgen.viewer.LiveViewer.on_step`; it must return fast).
         **kwargs: section overrides, ``run={"steps": 100}`` or ``run__steps=100``.
 
     Raises:
@@ -186,23 +189,25 @@ def generate(
         raise
     run = out_dir if isinstance(out_dir, RunFolder) or out_dir is None else \
         RunFolder.claim(out_dir, overwrite=overwrite, resume=resume, require_interrupted=resume)
-    return run_generation(cfg, run, guidance=guidance, profile=profile, t0=t0, device=device)
+    return run_generation(cfg, run, guidance=guidance, profile=profile, t0=t0, device=device, on_step=on_step)
 
 
 def run_generation(cfg: Config, run: "Optional[RunFolder]", guidance=None, profile: bool = False,
-                   t0: Optional[float] = None, device: Optional[torch.device] = None) -> GenerationResult:
+                   t0: Optional[float] = None, device: Optional[torch.device] = None,
+                   on_step: Optional[Callable[[int, Representation], Any]] = None) -> GenerationResult:
     """One generation of ``cfg`` (its ``prompt`` set; checked by :func:`check_input`) into a claimed run folder
     (or none), in four phases: set up, train, write, evaluate. The body of :func:`generate` and of ``splatgen
     generate``, shared with the batch runner (which passes a guidance it keeps for the next prompt).
 
     ``device``: the one :func:`check_input` returned (resolved from ``run.device`` when not given).
+    ``on_step``: called as ``on_step(steps_done, rep)`` after every step (beside ``run.viewer``'s live view).
 
     Setup failures remove the run folder when it holds nothing worth keeping; an interrupted or failed run keeps
     it (``.partial``) to resume or inspect; a complete run is renamed to its final name.
     """
     t0 = time.perf_counter() if t0 is None else t0
     device = resolve_device(cfg.run.device) if device is None else device
-    setup = _set_up(cfg, run, guidance, device, profile)
+    setup = _set_up(cfg, run, guidance, device, profile, on_step)
     t_setup = time.perf_counter()
     try:  # from here an interrupted or failed run keeps its folder to resume or inspect
         tr = _train(setup.trainer)
@@ -246,7 +251,8 @@ class _Setup:
             self.live.close()
 
 
-def _set_up(cfg: Config, run: "Optional[RunFolder]", guidance, device: torch.device, profile: bool) -> _Setup:
+def _set_up(cfg: Config, run: "Optional[RunFolder]", guidance, device: torch.device, profile: bool,
+            on_step: Optional[Callable[[int, Representation], Any]] = None) -> _Setup:
     """Phase 1: the guidance, the evaluator, the live viewer and the trainer, a resumed run's checkpoint loaded
     into it, and ``config.yaml`` written. Nothing of it is kept if it fails: what was built is released, and a
     run folder that holds nothing worth keeping is removed."""
@@ -273,8 +279,9 @@ def _set_up(cfg: Config, run: "Optional[RunFolder]", guidance, device: torch.dev
             live = LiveViewer(port=cfg.run.viewer_port, total_steps=cfg.run.steps)
             log.info("live view of the Gaussians at %s (it closes with the run; `splatgen view RUN` shows the "
                      "result)", live.url)
+        hooks = [h for h in (live.on_step if live is not None else None, on_step) if h is not None]
         trainer = Trainer(cfg, guidance, run=run, evaluator=evaluator, profile=profile,
-                          on_step=live.on_step if live is not None else None, device=device)
+                          on_step=(lambda done, rep: [h(done, rep) for h in hooks]) if hooks else None, device=device)
         if checkpoint is not None:
             path, payload = checkpoint
             try:

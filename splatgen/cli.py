@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"splatgen {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{generate,batch,evaluate,export,view,config}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{generate,batch,evaluate,export,view,studio,config}")
 
     g = sub.add_parser("generate", help="generate 3D Gaussians from a text prompt",
                        usage="splatgen generate [options] PROMPT [key=value ...]",
@@ -141,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
     v.add_argument("--max-splats", type=int, default=None, metavar="N",
                    help="send only the N most opaque splats (for slow browsers)")
+
+    from .resources import config_names
+
+    s = sub.add_parser("studio",
+                       help="a page in the browser to generate (queued, watched live), browse and download runs",
+                       usage="splatgen studio [--runs DIR] [--host HOST] [--port PORT] [--config NAME] [key=value ...]")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run of the page")
+    s.add_argument("--runs", type=Path, default=RUNS_ROOT, metavar="DIR",
+                   help=f"the runs folder: new runs go there as `splatgen generate` writes them, earlier ones are "
+                        f"listed (default {RUNS_ROOT}/)")
+    s.add_argument("--config", "-c", default="default", metavar="NAME",
+                   help=f"the bundled preset selected at first ({', '.join(config_names())}; default: default)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; whoever reaches the page can "
+                        "start runs and read the runs folder)")
+    s.add_argument("--port", type=int, default=8080, help="port (default 8080; the next free one if taken)")
     return p
 
 
@@ -289,6 +305,13 @@ def _cmd_view(args) -> int:
     return 0
 
 
+def _cmd_studio(args) -> int:
+    from .studio import serve_studio
+
+    serve_studio(args.runs, host=args.host, port=args.port, overrides=args.overrides, config=args.config)
+    return 0
+
+
 def _unquoted_prompt_hint(args, overrides: List[str]) -> str:
     """When words of an unquoted prompt were taken for overrides, say how to quote it."""
     words = [o for o in overrides if "=" not in o and not o.startswith("-")]
@@ -377,7 +400,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     propagate, log.propagate = log.propagate, False
     _SIGNAL_SEEN.clear()
     handlers = {"generate": _cmd_generate, "batch": _cmd_batch, "evaluate": _cmd_evaluate, "config": _cmd_config,
-                "export": _cmd_export, "view": _cmd_view}
+                "export": _cmd_export, "view": _cmd_view, "studio": _cmd_studio}
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _on_signal)

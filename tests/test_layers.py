@@ -28,7 +28,8 @@ LAYERS: List[Tuple[str, List[str]]] = [
     ("run folder and exporters", ["export", "rundir"]),
     ("known-answer world", ["world"]),
     ("bundled prior", ["prior"]),
-    ("wiring: API and command line", ["viewer", "components", "api", "batch", "__init__", "cli", "__main__"]),
+    ("wiring: API and command line", ["viewer", "components", "api", "batch", "studio", "__init__", "cli",
+                                      "__main__"]),
 ]
 #: component -> (layer, place in the layer): a component imports only what sorts before it.
 PLACE: Dict[str, Tuple[int, int]] = {name: (i, j) for i, (_, names) in enumerate(LAYERS) for j, name in enumerate(names)}
