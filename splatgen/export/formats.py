@@ -1,0 +1,172 @@
+"""The export formats, one row per file extension: :data:`FORMATS`.
+
+Each row says what the file holds, the axis that points up in it unless ``up`` says otherwise, which tools
+open it upright, the options it takes and the function that writes it. Everything that lists formats reads
+this table: ``splatgen export`` (its dispatch and its ``--help``), ``GenerationResult.export`` and
+``save_ply`` (:mod:`splatgen.api`), :data:`.orientation.DEFAULT_UP`, and the README's format table (checked
+against it by ``tests/test_export_api.py``). Adding a format is one row here and its writer module.
+
+The writers are imported when called (each by its own small function), so :mod:`.orientation` (which every writer imports) can read the
+default up axes from this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from ..errors import SplatgenError
+
+#: every option a format may take and its default, the same for ``splatgen export`` (``--mesh-resolution``...)
+#: and ``GenerationResult.export(mesh_resolution=...)``
+OPTIONS: Dict[str, Any] = {
+    "pad_sh3": False,  # .ply: pad SH to degree 3 (45 f_rest values, INRIA's loader)
+    "mesh_resolution": 128, "iso": None, "faces": 20000, "texture_size": 1024,  # meshes
+    "kind": "rgb", "frames": 120, "fps": 30.0, "resolution": None, "progress": None,  # turntable videos
+}
+_MESH_OPTIONS = ("mesh_resolution", "iso", "faces", "texture_size")
+_VIDEO_OPTIONS = ("kind", "frames", "fps", "resolution", "progress")
+
+
+def _gaussians(source) -> Any:
+    """What the splat and mesh writers take: a representation's splats (a NeRF: its density as splats), a
+    GaussianModel's tensors, or gsplat-layout tensors as given."""
+    from ..gaussians import GaussianModel
+
+    if hasattr(source, "splat_params"):
+        return source.splat_params()
+    return source.state() if isinstance(source, GaussianModel) else source
+
+
+def _write_ply(source, path: Path, up: str, pad_sh3: bool) -> str:
+    from .ply import save_ply
+
+    return f"{path} ({save_ply(_gaussians(source), path, pad_sh3, up=up)} Gaussians)"
+
+
+def _write_splat(source, path: Path, up: str) -> str:
+    from .splat import write_splat
+
+    return f"{path} ({write_splat(_gaussians(source), path, up=up)} Gaussians)"
+
+
+def _write_spz(source, path: Path, up: str) -> str:
+    from .spz import write_spz
+
+    return f"{path} ({write_spz(_gaussians(source), path, up=up)} Gaussians)"
+
+
+def _write_gltf_splats(source, path: Path, up: str) -> str:
+    from .gltf_splats import write_gltf_splats
+
+    return f"{path} ({write_gltf_splats(_gaussians(source), path, up=up)} Gaussians)"
+
+
+def _write_mesh(source, path: Path, up: str, mesh_resolution: int, iso: Optional[float], faces: int,
+                texture_size: int) -> str:
+    from .mesh import export_mesh
+
+    res = export_mesh(_gaussians(source), path, up=up, resolution=mesh_resolution, iso=iso, target_faces=faces,
+                      texture_size=texture_size)
+    extra = " (+ .mtl and .png beside it)" if path.suffix.lower() == ".obj" else ""
+    return (f"{path}{extra} ({res.num_faces} faces, iso {res.iso:.3g}, "
+            f"{'watertight' if res.watertight else 'not watertight'})")
+
+
+def _write_video(source, path: Path, up: None, **options: Any) -> str:
+    from .video import write_turntable
+
+    fps = options.pop("fps")
+    return str(write_turntable(source, path, fps=fps, **options))
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One file format splatgen writes."""
+
+    extension: str
+    """The file name's ending, with its dot (``.splats.glb`` is one extension)."""
+    kind: str
+    """``"splats"``, ``"mesh"`` (both written from the Gaussians) or ``"video"`` (filmed from the representation,
+    so a NeRF run is filmed as a NeRF)."""
+    holds: str
+    """What the file holds, in one line."""
+    default_up: Optional[str]
+    """The up axis (:data:`.orientation.UP_AXES`) written unless ``up`` is given; None: no frame (a video)."""
+    opens: str
+    """The tools that show it upright with the default ``up``."""
+    write: Callable[..., str]
+    """``write(source, path, up, **options)``: writes the file, returns what was written for a "wrote" line."""
+    options: Tuple[str, ...] = ()
+    """The :data:`OPTIONS` it takes."""
+
+    @property
+    def name(self) -> str:
+        return self.extension[1:]
+
+
+FORMATS: Tuple[ExportFormat, ...] = (
+    ExportFormat(".ply", "splats", "3DGS splats, INRIA's layout", "-y",
+                 "SuperSplat, antimatter15's viewer; Spark and GaussianSplats3D with `--up=y`", _write_ply,
+                 ("pad_sh3",)),
+    ExportFormat(".splat", "splats", "splats as antimatter15's 32-byte records, half the .ply", "-y",
+                 "SuperSplat, antimatter15's viewer; Spark and GaussianSplats3D with `--up=y`", _write_splat),
+    ExportFormat(".spz", "splats", "Niantic's compressed splats (SPZ v3), a quarter of the .ply", "y",
+                 "Spark (the format's +Y-up axes)", _write_spz),
+    ExportFormat(".splats.glb", "splats", "glTF 2.0 splats (`KHR_gaussian_splatting`)", "y",
+                 "Babylon.js, PlayCanvas, Cesium (glTF's +Y up)", _write_gltf_splats),
+    ExportFormat(".glb", "mesh", "a closed, textured mesh, front facing +Z", "y",
+                 "Blender, Unity, Unreal, three.js, any glTF viewer", _write_mesh, _MESH_OPTIONS),
+    ExportFormat(".obj", "mesh", "the same mesh as OBJ, with a .mtl and a .png beside it", "y",
+                 "Blender, any OBJ tool", _write_mesh, _MESH_OPTIONS),
+    ExportFormat(".mp4", "video", f"a turntable video (H.264), {OPTIONS['frames']} frames at {OPTIONS['fps']:g} fps from the front", None,
+                 "any player and browser", _write_video, _VIDEO_OPTIONS),
+    ExportFormat(".gif", "video", "the turntable as a GIF", None, "any browser", _write_video, _VIDEO_OPTIONS),
+)
+
+#: each format by its name (the extension without its first dot: ``"ply"``, ``"splats.glb"``)
+BY_NAME: Dict[str, ExportFormat] = {f.name: f for f in FORMATS}
+
+#: every extension splatgen writes
+EXTENSIONS: Tuple[str, ...] = tuple(f.extension for f in FORMATS)
+
+DEFAULT_UP: Dict[str, str] = {name: f.default_up for name, f in BY_NAME.items() if f.default_up is not None}
+"""The up axis each format is written with unless told otherwise (:mod:`.orientation` says why)."""
+
+
+def export_format(path: str | Path) -> ExportFormat:
+    """The format a file name asks for, by its extension.
+
+    Raises:
+        SplatgenError: an extension splatgen does not write (the message lists those it does).
+    """
+    name = Path(path).name.lower()
+    for f in sorted(FORMATS, key=lambda f: len(f.extension), reverse=True):  # .splats.glb before .glb
+        if name.endswith(f.extension) and len(name) > len(f.extension):
+            return f
+    raise SplatgenError(f"cannot export to {path}: unknown extension {Path(path).suffix or '(none)'!r}; "
+                        f"allowed: {', '.join(EXTENSIONS)}")
+
+
+def export_file(source, path: str | Path, up: Optional[str] = None, **options: Any) -> str:
+    """Write ``source`` as the file ``path`` names, with the format's default ``up`` and :data:`OPTIONS` unless
+    given: what ``splatgen export`` and ``GenerationResult.export`` both do. Returns what was written
+    (``"mug.ply (3712 Gaussians)"``).
+
+    ``source`` is a representation (a run's Gaussians or NeRF), a
+    :class:`~splatgen.gaussians.GaussianModel` or gsplat-layout tensors (a video also takes what
+    :func:`.video.render_turntable` films).
+
+    Raises:
+        SplatgenError: an unknown extension, an option the format does not take (the message lists those it
+            does), ``up`` for a video, or any error of the writer.
+    """
+    fmt = export_format(path)
+    wrong = sorted(set(options) - set(fmt.options))
+    if wrong:
+        raise SplatgenError(f"{fmt.extension} takes no option {', '.join(wrong)}; its options: "
+                            f"{', '.join(o for o in fmt.options if o != 'progress') or 'none'}")
+    if up is not None and fmt.kind == "video":
+        raise SplatgenError(f"up does not apply to {fmt.extension}: a turntable is filmed upright in splatgen's frame")
+    return fmt.write(source, Path(path), up or fmt.default_up, **{**{o: OPTIONS[o] for o in fmt.options}, **options})
