@@ -1,13 +1,11 @@
 """The export formats, one row per file extension: :data:`FORMATS`.
 
-Each row says what the file holds, the axis that points up in it unless ``up`` says otherwise, which tools
-open it upright, the options it takes and the function that writes it. Everything that lists formats reads
-this table: ``splatgen export`` (its dispatch and its ``--help``), ``GenerationResult.export`` and
-``save_ply`` (:mod:`splatgen.api`), :data:`.orientation.DEFAULT_UP`, and the README's format table (checked
-against it by ``tests/test_export_api.py``). Adding a format is one row here and its writer module.
-
-The writers are imported when called (each by its own small function), so :mod:`.orientation` (which every writer imports) can read the
-default up axes from this module.
+Each row says what the file holds, the axis that points up in it unless ``up`` says otherwise (from
+:data:`.orientation.DEFAULT_UP`, whose module says why each format gets its axis), which tools open it upright,
+the options it takes and the function that writes it. Everything that lists formats reads this table:
+``splatgen export`` (its dispatch and its ``--help``), ``GenerationResult.export`` and ``save_ply``
+(:mod:`splatgen.api`), and the README's format table (checked against it by ``tests/test_export_api.py``).
+Adding a format is a row here, its writer module and its entry in ``DEFAULT_UP``.
 """
 
 from __future__ import annotations
@@ -17,6 +15,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from ..errors import SplatgenError
+from ..gaussians import GaussianModel
+from .gltf_splats import write_gltf_splats
+from .mesh import export_mesh
+from .orientation import DEFAULT_UP
+from .ply import save_ply
+from .splat import write_splat
+from .spz import write_spz
+from .video import write_turntable
 
 #: every option a format may take and its default, the same for ``splatgen export`` (``--mesh-resolution``...)
 #: and ``GenerationResult.export(mesh_resolution=...)``
@@ -32,41 +38,29 @@ _VIDEO_OPTIONS = ("kind", "frames", "fps", "resolution", "progress")
 def _gaussians(source) -> Any:
     """What the splat and mesh writers take: a representation's splats (a NeRF: its density as splats), a
     GaussianModel's tensors, or gsplat-layout tensors as given."""
-    from ..gaussians import GaussianModel
-
     if hasattr(source, "splat_params"):
         return source.splat_params()
     return source.state() if isinstance(source, GaussianModel) else source
 
 
 def _write_ply(source, path: Path, up: str, pad_sh3: bool) -> str:
-    from .ply import save_ply
-
     return f"{path} ({save_ply(_gaussians(source), path, pad_sh3, up=up)} Gaussians)"
 
 
 def _write_splat(source, path: Path, up: str) -> str:
-    from .splat import write_splat
-
     return f"{path} ({write_splat(_gaussians(source), path, up=up)} Gaussians)"
 
 
 def _write_spz(source, path: Path, up: str) -> str:
-    from .spz import write_spz
-
     return f"{path} ({write_spz(_gaussians(source), path, up=up)} Gaussians)"
 
 
 def _write_gltf_splats(source, path: Path, up: str) -> str:
-    from .gltf_splats import write_gltf_splats
-
     return f"{path} ({write_gltf_splats(_gaussians(source), path, up=up)} Gaussians)"
 
 
 def _write_mesh(source, path: Path, up: str, mesh_resolution: int, iso: Optional[float], faces: int,
                 texture_size: int) -> str:
-    from .mesh import export_mesh
-
     res = export_mesh(_gaussians(source), path, up=up, resolution=mesh_resolution, iso=iso, target_faces=faces,
                       texture_size=texture_size)
     extra = " (+ .mtl and .png beside it)" if path.suffix.lower() == ".obj" else ""
@@ -75,8 +69,6 @@ def _write_mesh(source, path: Path, up: str, mesh_resolution: int, iso: Optional
 
 
 def _write_video(source, path: Path, up: None, **options: Any) -> str:
-    from .video import write_turntable
-
     fps = options.pop("fps")
     return str(write_turntable(source, path, fps=fps, **options))
 
@@ -107,18 +99,18 @@ class ExportFormat:
 
 
 FORMATS: Tuple[ExportFormat, ...] = (
-    ExportFormat(".ply", "splats", "3DGS splats, INRIA's layout", "-y",
+    ExportFormat(".ply", "splats", "3DGS splats, INRIA's layout", DEFAULT_UP["ply"],
                  "SuperSplat, antimatter15's viewer; Spark and GaussianSplats3D with `--up=y`", _write_ply,
                  ("pad_sh3",)),
-    ExportFormat(".splat", "splats", "splats as antimatter15's 32-byte records, half the .ply", "-y",
+    ExportFormat(".splat", "splats", "splats as antimatter15's 32-byte records, half the .ply", DEFAULT_UP["splat"],
                  "SuperSplat, antimatter15's viewer; Spark and GaussianSplats3D with `--up=y`", _write_splat),
-    ExportFormat(".spz", "splats", "Niantic's compressed splats (SPZ v3), a quarter of the .ply", "y",
+    ExportFormat(".spz", "splats", "Niantic's compressed splats (SPZ v3), a quarter of the .ply", DEFAULT_UP["spz"],
                  "Spark (the format's +Y-up axes)", _write_spz),
-    ExportFormat(".splats.glb", "splats", "glTF 2.0 splats (`KHR_gaussian_splatting`)", "y",
+    ExportFormat(".splats.glb", "splats", "glTF 2.0 splats (`KHR_gaussian_splatting`)", DEFAULT_UP["splats.glb"],
                  "Babylon.js, PlayCanvas, Cesium (glTF's +Y up)", _write_gltf_splats),
-    ExportFormat(".glb", "mesh", "a closed, textured mesh, front facing +Z", "y",
+    ExportFormat(".glb", "mesh", "a closed, textured mesh, front facing +Z", DEFAULT_UP["glb"],
                  "Blender, Unity, Unreal, three.js, any glTF viewer", _write_mesh, _MESH_OPTIONS),
-    ExportFormat(".obj", "mesh", "the same mesh as OBJ, with a .mtl and a .png beside it", "y",
+    ExportFormat(".obj", "mesh", "the same mesh as OBJ, with a .mtl and a .png beside it", DEFAULT_UP["obj"],
                  "Blender, any OBJ tool", _write_mesh, _MESH_OPTIONS),
     ExportFormat(".mp4", "video", f"a turntable video (H.264), {OPTIONS['frames']} frames at {OPTIONS['fps']:g} fps from the front", None,
                  "any player and browser", _write_video, _VIDEO_OPTIONS),
@@ -130,9 +122,6 @@ BY_NAME: Dict[str, ExportFormat] = {f.name: f for f in FORMATS}
 
 #: every extension splatgen writes
 EXTENSIONS: Tuple[str, ...] = tuple(f.extension for f in FORMATS)
-
-DEFAULT_UP: Dict[str, str] = {name: f.default_up for name, f in BY_NAME.items() if f.default_up is not None}
-"""The up axis each format is written with unless told otherwise (:mod:`.orientation` says why)."""
 
 
 def export_format(path: str | Path) -> ExportFormat:

@@ -22,8 +22,7 @@ rotations of splatgen's, so nothing is mirrored):
 expects camera-style -Y up), so a ``-y`` file shows in SuperSplat exactly as a ``y`` file shows in glTF and
 three.js viewers: upright, front towards +Z, where those viewers' default camera looks from.
 
-Default per format (:data:`DEFAULT_UP`, the ``default_up`` column of the format table
-:data:`.formats.FORMATS`), chosen so each file opens upright in the viewers that read it:
+Default per format (:data:`DEFAULT_UP`), chosen so each file opens upright in the viewers that read it:
 
 - ``.ply`` export: ``-y``. The INRIA layout's readers (SuperSplat, antimatter15, Unity and Unreal plugins)
   expect camera-style -Y up, because that is how every trained scene comes out of COLMAP; three.js
@@ -65,10 +64,14 @@ from torch import Tensor
 from ..errors import SplatgenError
 from ..gaussians import PARAM_NAMES, GaussianModel
 from ..render.sh import sh_basis
-from .formats import DEFAULT_UP  # noqa: F401  (the format table holds each format's default; the docstring says why)
 
 UP_AXES = ("z", "y", "-y")
 """Allowed values of every exporter's ``up``."""
+
+DEFAULT_UP: Dict[str, str] = {"ply": "-y", "splat": "-y", "spz": "y", "splats.glb": "y", "glb": "y", "obj": "y"}
+"""The up axis each format is written with unless told otherwise (see the module docstring for why): the
+``default_up`` column of the format table (:data:`.formats.FORMATS`). ``glb`` is glTF's +Y up, for splats
+and meshes alike; a mesh ``.obj`` is written in the same frame."""
 
 #: rows: where splatgen's (x, y, z) go; p_file = FRAME_MATRICES[up] @ p_splatgen.
 _FRAME_ROWS: Dict[str, List[List[float]]] = {
