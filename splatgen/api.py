@@ -152,6 +152,10 @@ def generate(
 ) -> GenerationResult:
     """Generate 3D Gaussians for ``prompt``.
 
+    Progress (``run.progress``): a bar when stderr is a terminal; elsewhere (a notebook, a log file) INFO lines on
+    the ``splatgen`` logger every tenth of the steps or 30 s, shown once logging is on
+    (``logging.basicConfig(level=logging.INFO)``).
+
     Args:
         prompt: the text prompt.
         config: a YAML path, a bundled config name (``"default"``, ``"sd21"``...), a list of them, or a Config;

@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="colours, depth (turbo colormap, near = red) or opacity as grey (default %(default)s)")
     t.add_argument("--frames", type=int, help="frames in the turn (default %(default)s)")
     t.add_argument("--fps", type=float, help="frames per second (default %(default)g)")
-    t.add_argument("--resolution", type=int, metavar="PX", help="frame side in pixels (default 512 with a GPU, 256 on a CPU)")
+    t.add_argument("--resolution", type=int, metavar="PX",
+                   help="frame side in pixels (default 512 with a GPU, 256 on a CPU)")
 
     v = sub.add_parser("view", help="open an interactive 3D view of a run in the browser (viser)")
     v.add_argument("run_dir", type=Path, help="a run folder (finished or interrupted; its *.glb mesh too) or a .ply")

@@ -4,6 +4,7 @@ retried, two ranks under torchrun splitting the work, and a killed rank restarte
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -270,9 +271,9 @@ def test_the_summary_follows_the_prompts_and_never_hides_why_a_batch_stopped(tmp
 def test_without_a_terminal_each_prompt_logs_a_line_as_it_starts_and_ends(tmp_path):
     # stderr to a pipe (a log file, CI, Slurm): no progress bar, so one line per prompt start and end, k of n
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text('{"prompt": "a red mug"}\n'
-                       '{"prompt": "a blue chair", "overrides": {"optim": {"lr_scales": 1e30}, "run": {"log_every": 1}}}\n'
-                       '{"prompt": "a green car"}\n')
+    nan = {"optim": {"lr_scales": 1e30}, "run": {"log_every": 1}}  # fails at step 2
+    entries = [{"prompt": "a red mug"}, {"prompt": "a blue chair", "overrides": nan}, {"prompt": "a green car"}]
+    prompts.write_text("".join(json.dumps(e) + "\n" for e in entries))
     r = _batch_cli(str(prompts), "--out", str(tmp_path / "b"), "--config", "world", "--retries", "0", *TINY,
                    cwd=tmp_path)
     assert r.returncode == 1, r.stderr  # one prompt failed

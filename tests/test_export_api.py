@@ -42,7 +42,8 @@ def test_the_api_writes_the_bytes_splatgen_export_writes(mug, tmp_path, capsys, 
     for name in ("cli", "api", "loaded"):
         (tmp_path / name).mkdir()
     assert cli_main(["export", str(run), str(tmp_path / "cli" / f"mug{fmt.extension}"), *_flags(options)]) == 0
-    assert result.export(tmp_path / "api" / f"mug{fmt.extension}", **options) == tmp_path / "api" / f"mug{fmt.extension}"
+    api = tmp_path / "api" / f"mug{fmt.extension}"
+    assert result.export(api, **options) == api
     load_result(run).export(tmp_path / "loaded" / f"mug{fmt.extension}", **options)
     cli = _files(tmp_path / "cli")
     assert cli and _files(tmp_path / "api") == cli and _files(tmp_path / "loaded") == cli
@@ -93,5 +94,6 @@ def test_export_help_shows_the_format_table(capsys):
 
 
 def test_the_readme_format_table_is_the_format_table():
-    rows = re.findall(r"^\| `mug(\.[a-z0-9.]+)` \| (.+?) \| (.+?) \| (.+?) \|$", README.read_text(encoding="utf-8"), re.M)
+    row = re.compile(r"^\| `mug(\.[a-z0-9.]+)` \| (.+?) \| (.+?) \| (.+?) \|$", re.M)
+    rows = row.findall(README.read_text(encoding="utf-8"))
     assert rows == [(f.extension, f.holds, f.default_up or "—", f.opens) for f in FORMATS]

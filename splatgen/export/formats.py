@@ -112,8 +112,9 @@ FORMATS: Tuple[ExportFormat, ...] = (
                  "Blender, Unity, Unreal, three.js, any glTF viewer", _write_mesh, _MESH_OPTIONS),
     ExportFormat(".obj", "mesh", "the same mesh as OBJ, with a .mtl and a .png beside it", DEFAULT_UP["obj"],
                  "Blender, any OBJ tool", _write_mesh, _MESH_OPTIONS),
-    ExportFormat(".mp4", "video", f"a turntable video (H.264), {OPTIONS['frames']} frames at {OPTIONS['fps']:g} fps from the front", None,
-                 "any player and browser", _write_video, _VIDEO_OPTIONS),
+    ExportFormat(".mp4", "video",
+                 f"a turntable video (H.264), {OPTIONS['frames']} frames at {OPTIONS['fps']:g} fps from the front",
+                 None, "any player and browser", _write_video, _VIDEO_OPTIONS),
     ExportFormat(".gif", "video", "the turntable as a GIF", None, "any browser", _write_video, _VIDEO_OPTIONS),
 )
 
