@@ -18,7 +18,8 @@ from .cameras import Cameras, evenly_spaced_cameras
 from .config import Config, config_files, load_config
 from .devices import check_memory, resolve_device
 from .errors import ConfigError, PromptError, RunDirError, short
-from .export import save_image_grid, save_ply
+from .export import DEFAULT_UP, export_file, save_image_grid
+from .export.formats import BY_NAME
 from .fileio import load_checkpoint
 from .representation import Representation
 
@@ -64,9 +65,25 @@ class GenerationResult:
         """Gaussians in the model (for a NeRF: its occupied grid cells)."""
         return self.rep.size() if self.rep is not None else len(self.model)
 
-    def save_ply(self, path: str | Path, pad_sh_to_degree3: bool = False) -> Path:
-        """Write the model as a 3DGS-layout .ply (a NeRF writes its density as a point cloud of splats)."""
-        save_ply(self.rep.splat_params() if self.rep is not None else self.model, path, pad_sh_to_degree3)
+    @property
+    def _exportable(self) -> Any:
+        return self.rep if self.rep is not None else self.model
+
+    def export(self, path: str | Path, up: Optional[str] = None, **options: Any) -> Path:
+        """Write the result as the file ``path`` names, exactly as ``splatgen export RUN path`` writes it (the
+        same bytes): ``.ply``, ``.splat``, ``.spz``, ``.splats.glb`` splats, a ``.glb`` or ``.obj`` mesh, an
+        ``.mp4`` or ``.gif`` turntable, each in the frame its viewers expect unless ``up`` (``"z"``: splatgen's
+        own, +Z up; ``"y"``; ``"-y"``) says otherwise. ``options`` are the command's (``pad_sh3``,
+        ``mesh_resolution``, ``iso``, ``faces``, ``texture_size``, ``kind``, ``frames``, ``fps``,
+        ``resolution``), with its defaults; the format table :mod:`splatgen.export.formats` lists them all."""
+        export_file(self._exportable, path, up=up, **options)
+        return Path(path)
+
+    def save_ply(self, path: str | Path, pad_sh_to_degree3: bool = False, up: Optional[str] = None) -> Path:
+        """Write the model as a 3DGS-layout .ply (a NeRF writes its density as a point cloud of splats), the file
+        ``splatgen export RUN mug.ply`` writes: -Y up, as SuperSplat expects. ``up="z"`` writes the run's own
+        frame (+Z up, the bytes of the run folder's ``splats.ply``)."""
+        BY_NAME["ply"].write(self._exportable, Path(path), up or DEFAULT_UP["ply"], pad_sh_to_degree3)
         return Path(path)
 
     def render(
@@ -152,6 +169,10 @@ def generate(
     **kwargs: Any,
 ) -> GenerationResult:
     """Generate 3D Gaussians for ``prompt``.
+
+    Progress (``run.progress``): a bar when stderr is a terminal; elsewhere (a notebook, a log file) INFO lines on
+    the ``splatgen`` logger every tenth of the steps or 30 s, shown once logging is on
+    (``logging.basicConfig(level=logging.INFO)``).
 
     Args:
         prompt: the text prompt.

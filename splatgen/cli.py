@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from . import __version__
 from .errors import RunInterrupted, SplatgenError, short
@@ -33,22 +33,46 @@ EPILOG = """examples:
   splatgen config                                                 # every key, its default and meaning
 """
 
-EXPORT_EPILOG = """formats and their default up axis (--up changes it):
-  .ply .splat      splats, -y up: SuperSplat and antimatter15's viewer show them upright
-                   (three.js viewers such as Spark and GaussianSplats3D: --up=y)
-  .spz             Niantic's compressed splats, y up (the format's RUB axes; Spark)
-  .splats.glb      glTF KHR_gaussian_splatting, y up (glTF's axes; Babylon.js, PlayCanvas, Cesium)
-  .glb .obj        closed textured mesh, y up with the front facing +Z (Blender, game engines, three.js);
-                   its vertices are split along UV seams: weld them by position before testing it
-                   for watertightness (trimesh: mesh.merge_vertices(merge_tex=True))
-  .mp4 .gif        turntable video, 120 frames at 30 fps, starting at the front
-                   (--elevation, --radius, --turns shape the orbit; --cameras FILE.json gives a path)
+#: what ``splatgen export --help`` says after the format table (which comes from the table itself)
+EXPORT_NOTES = """
+a mesh's vertices are split along its UV seams: weld them by position before testing it for watertightness
+(trimesh: mesh.merge_vertices(merge_tex=True)); splatgen's own check is of the welded mesh.
 
 camera path (--cameras): a JSON list, one camera per frame, each looking at the object's centre:
   [{"elevation": 15, "azimuth": 0, "radius": 2.25}, {"elevation": 20, "azimuth": 5, "radius": 2.2, "fovy": 40}, ...]
   elevation and azimuth in degrees (azimuth 0 = the front, 90 = its left), radius: the distance in world units
   (the default orbit's is 2.25), fovy (optional): the vertical field of view in degrees (default 45)
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that completes its help when the help is shown (``complete_help(parser)``): the export
+    format table lives with the exporters, which load torch, and no command may wait for that to be parsed."""
+
+    complete_help: Optional[Callable[[argparse.ArgumentParser], None]] = None
+
+    def format_help(self) -> str:
+        if self.complete_help is not None:
+            self.complete_help(self)
+            self.complete_help = None
+        return super().format_help()
+
+
+def _complete_export_help(x: argparse.ArgumentParser) -> None:
+    """``splatgen export --help`` from the format table (:data:`splatgen.export.formats.FORMATS`): each format's
+    up axis and the tools that open it, and each option's default."""
+    from .export.formats import FORMATS, OPTIONS
+
+    lines = ["formats (the file's extension picks one) and the up axis each is written with (--up changes it):"]
+    for f in FORMATS:
+        lines.append(f"  {f.extension:<13}{f.holds.replace('`', '')}")
+        where = f.opens.replace("`", "")
+        lines.append(f"  {'':<13}{f'{f.default_up} up, upright in: ' if f.default_up else 'plays in: '}{where}")
+    x.epilog = "\n".join(lines) + "\n" + EXPORT_NOTES
+    for action in x._actions:
+        if action.dest in OPTIONS:
+            action.default = OPTIONS[action.dest]
+
 
 #: the folder numbered runs go to when --out is not given.
 RUNS_ROOT = Path("runs")
@@ -66,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"splatgen {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{generate,batch,evaluate,export,view,studio,config}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{generate,batch,evaluate,export,view,studio,config}",
+                           parser_class=_Parser)
 
     g = sub.add_parser("generate", help="generate 3D Gaussians from a text prompt",
                        usage="splatgen generate [options] PROMPT [key=value ...]",
@@ -105,33 +130,35 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("overrides", nargs="*", metavar="key=value")
     c.add_argument("--resolved", action="store_true", help="print the merged config as YAML instead of the key list")
 
+    # The export options' defaults are the format table's (OPTIONS): None here means "not given".
     x = sub.add_parser("export", help="write a run as a file for other tools; the format follows the extension",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXPORT_EPILOG)
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.complete_help = _complete_export_help
     x.add_argument("run_dir", type=Path, help="a run folder (finished or interrupted) or a .ply")
-    x.add_argument("path", type=Path, help="the file to write: .ply .splat .spz .splats.glb (splats), .glb .obj "
-                                           "(textured mesh), .mp4 .gif (turntable)")
+    x.add_argument("path", type=Path, help="the file to write; its extension picks the format (see below)")
     x.add_argument("--up", choices=["z", "y", "-y"], default=None,
                    help="the file's up axis (default: what the format's viewers expect; see below). Write --up=-y")
-    x.add_argument("--pad-sh3", action="store_true", help=".ply: pad SH to degree 3 (45 f_rest values, INRIA's loader)")
+    x.add_argument("--pad-sh3", action="store_true", default=None,
+                   help=".ply: pad SH to degree 3 (45 f_rest values, INRIA's loader)")
     m = x.add_argument_group("mesh (.glb, .obj)")
-    m.add_argument("--mesh-resolution", type=int, default=128, help="density grid side (default 128)")
-    m.add_argument("--iso", type=float, default=None, help="iso-level (default: the one matching the splats' silhouettes)")
-    m.add_argument("--faces", type=int, default=20000, help="target face count after decimation (default 20000)")
-    m.add_argument("--texture-size", type=int, default=1024, help="texture side in pixels (default 1024)")
+    m.add_argument("--mesh-resolution", type=int, help="density grid side (default %(default)s)")
+    m.add_argument("--iso", type=float, help="iso-level (default: the one matching the splats' silhouettes)")
+    m.add_argument("--faces", type=int, help="target face count after decimation (default %(default)s)")
+    m.add_argument("--texture-size", type=int, help="texture side in pixels (default %(default)s)")
     t = x.add_argument_group("turntable video (.mp4, .gif): turns around the object starting at its front, or a "
                              "camera path")
-    t.add_argument("--kind", choices=["rgb", "depth", "alpha"], default="rgb",
-                   help="colours, depth (turbo colormap, near = red) or opacity as grey (default rgb)")
-    t.add_argument("--frames", type=int, default=None, help="frames in the video (default 120: 4 s at 30 fps)")
-    t.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
-    t.add_argument("--resolution", type=int, default=None, metavar="PX",
+    t.add_argument("--kind", choices=["rgb", "depth", "alpha"],
+                   help="colours, depth (turbo colormap, near = red) or opacity as grey (default %(default)s)")
+    t.add_argument("--frames", type=int, help="frames in the video (default %(default)s)")
+    t.add_argument("--fps", type=float, help="frames per second (default %(default)g)")
+    t.add_argument("--resolution", type=int, metavar="PX",
                    help="frame side in pixels (default 512 with a GPU, 256 on a CPU)")
-    t.add_argument("--elevation", type=float, default=None, metavar="DEG",
-                   help="camera height as an angle above the ground plane, -90 to 90 degrees (default 15)")
-    t.add_argument("--radius", type=float, default=None,
-                   help="camera distance from the object's centre in world units, > 0 (default 2.25)")
-    t.add_argument("--turns", type=float, default=None, help="turns around the object in the video, > 0 (default 1)")
-    t.add_argument("--cameras", type=Path, default=None, metavar="FILE.json",
+    t.add_argument("--elevation", type=float, metavar="DEG",
+                   help="camera height as an angle above the ground plane, -90 to 90 degrees (default %(default)g)")
+    t.add_argument("--radius", type=float,
+                   help="camera distance from the object's centre in world units, > 0 (default %(default)g)")
+    t.add_argument("--turns", type=float, help="turns around the object in the video, > 0 (default %(default)g)")
+    t.add_argument("--cameras", type=Path, dest="camera_path", metavar="FILE.json",
                    help="one camera per frame from a JSON file instead of the orbit (format below)")
 
     v = sub.add_parser("view", help="open an interactive 3D view of a run in the browser (viser)")
@@ -235,66 +262,49 @@ def _cmd_config(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .export import MESH_FORMATS, SPLAT_FORMATS, VIDEO_FORMATS, export_format, export_splats, load_ply
-    from .rundir import find_splats
+    """One row of the format table (:mod:`splatgen.export.formats`) writes the file: splats and meshes from the
+    run's splats (``find_splats``: its ``splats.ply``, an interrupted run's ``interrupted.ply``, or a .ply), a
+    turntable through the run's own representation (a NeRF run too)."""
+    from .export import OPTIONS, export_file, export_format, load_ply
+    from .devices import resolve_device
+    from .rundir import find_splats, load_run
 
     fmt = export_format(args.path)  # an unknown extension is refused before anything is read
-    if fmt in VIDEO_FORMATS:
-        return _export_video(args)
-    src, note = find_splats(args.run_dir)
-    if note:
-        print(f"splatgen: note: {note}", file=sys.stderr)
-    model = load_ply(src)
-    if fmt in SPLAT_FORMATS:
-        n = export_splats(model, args.path, up=args.up, pad_sh_to_degree3=args.pad_sh3)
-        print(f"wrote {args.path} ({n} Gaussians)")
-    elif fmt in MESH_FORMATS:
-        from .export.mesh import export_mesh
+    # The options given (export_file refuses one the format does not take, and fills in the others' defaults).
+    options = {o: getattr(args, o) for o in OPTIONS if getattr(args, o, None) is not None}
+    if fmt.kind == "video" and "camera_path" in options:  # checked before the run is loaded
+        from .export.video import read_camera_path
 
-        res = export_mesh(model.state(), args.path, up=args.up or "y", resolution=args.mesh_resolution, iso=args.iso,
-                          target_faces=args.faces, texture_size=args.texture_size)
-        extra = " (+ .mtl and .png beside it)" if fmt == "obj" else ""
-        # the file splits its vertices along UV seams (one per texture coordinate): closed only once welded
-        print(f"wrote {args.path}{extra} ({res.num_faces} faces, iso {res.iso:.3g}, "
-              f"{'' if res.watertight else 'not '}watertight with its UV seams welded)")
-    return 0
-
-
-def _export_video(args) -> int:
-    """A turntable of a run through its representation's own renderer (a NeRF run too), or of a .ply."""
-    from .devices import resolve_device
-    from .export import load_ply
-    from .export.video import DEFAULT_FRAMES, read_camera_path, write_turntable
-    from .rundir import load_run
-
-    orbit = {k: getattr(args, k) for k in ("frames", "elevation", "radius", "turns") if getattr(args, k) is not None}
-    camera_path = None
-    if args.cameras is not None:  # checked before the run is loaded
+        orbit = [k for k in ("frames", "elevation", "radius", "turns") if k in options]
         if orbit:
             raise SplatgenError(f"--cameras gives every frame's camera; leave out {', '.join('--' + k for k in orbit)} "
                                 "(they shape the orbit)")
-        camera_path = read_camera_path(args.cameras)
-    device = resolve_device("auto")
-    if args.run_dir.is_file():
-        model = load_ply(args.run_dir, device=device)
-    else:
-        view, model = load_run(args.run_dir, device=device)
-        if view.note:
-            print(f"splatgen: note: {view.note}", file=sys.stderr)
+        options["camera_path"] = read_camera_path(options["camera_path"])
     bar = None
-    if sys.stderr.isatty():
-        from tqdm import tqdm
+    if fmt.kind == "video":
+        device = resolve_device("auto")
+        if args.run_dir.is_file():
+            source = load_ply(args.run_dir, device=device)
+        else:
+            view, source = load_run(args.run_dir, device=device)
+            if view.note:
+                print(f"splatgen: note: {view.note}", file=sys.stderr)
+        if sys.stderr.isatty():
+            from tqdm import tqdm
 
-        total = len(camera_path) if camera_path is not None else orbit.get("frames", DEFAULT_FRAMES)
-        bar = tqdm(total=total, desc="turntable", unit="frame", dynamic_ncols=True)
+            total = len(options["camera_path"]) if "camera_path" in options else options.get("frames", OPTIONS["frames"])
+            bar = tqdm(total=total, desc="turntable", unit="frame", dynamic_ncols=True)
+            options["progress"] = lambda done, total: bar.update(done - bar.n)
+    else:
+        src, note = find_splats(args.run_dir)
+        if note:
+            print(f"splatgen: note: {note}", file=sys.stderr)
+        source = load_ply(src)
     try:
-        info = write_turntable(model, args.path, fps=args.fps, resolution=args.resolution, kind=args.kind,
-                               camera_path=camera_path, **orbit,
-                               progress=(lambda done, total: bar.update(done - bar.n)) if bar else None)
+        print(f"wrote {export_file(source, args.path, up=args.up, **options)}")
     finally:
         if bar is not None:
             bar.close()
-    print(f"wrote {info}")
     return 0
 
 

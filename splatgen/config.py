@@ -92,7 +92,8 @@ class RunConfig:
     preview_resolution: int = 256
     """Side in pixels of each preview view."""
     progress: str = "auto"
-    """Progress bar: 'auto' (only when stderr is a terminal), 'on' or 'off'."""
+    """Progress: 'auto' (a bar when stderr is a terminal, else a log line every tenth of the steps or 30 s),
+    'on' (always the bar) or 'off'."""
     tensorboard: bool = False
     """Also log scalars to TensorBoard (needs the tensorboard package)."""
     wandb: bool = False

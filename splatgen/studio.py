@@ -252,25 +252,16 @@ def run_scores(run: Path) -> List[str]:
 def export_run(run: Union[str, Path], path: Union[str, Path]) -> Path:
     """Write a run as ``path`` (its extension picks the format) with the defaults of ``splatgen export RUN PATH``:
     splats in the format's frame, a mesh with glTF's axes, a turntable at this machine's default size."""
-    from .export import MESH_FORMATS, SPLAT_FORMATS, VIDEO_FORMATS, export_format, export_splats, load_ply
+    from .devices import resolve_device
+    from .export import export_file, export_format, load_ply
     from .rundir import find_splats, load_run
-    from .trainer import resolve_device
 
     path = Path(path)
-    fmt = export_format(path)
-    if fmt in VIDEO_FORMATS:
-        from .export.video import write_turntable
-
-        _, rep = load_run(run, device=resolve_device("auto"))
-        write_turntable(rep, path)
-        return path
-    model = load_ply(find_splats(run)[0])
-    if fmt in SPLAT_FORMATS:
-        export_splats(model, path)
-    elif fmt in MESH_FORMATS:
-        from .export.mesh import export_mesh
-
-        export_mesh(model.state(), path)
+    if export_format(path).kind == "video":  # filmed through the run's own representation, as the CLI does
+        source = load_run(run, device=resolve_device("auto"))[1]
+    else:
+        source = load_ply(find_splats(run)[0])
+    export_file(source, path)
     return path
 
 

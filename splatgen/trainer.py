@@ -432,12 +432,62 @@ class Trainer:
             self.run.log(row)
 
     def _progress(self, total: int, initial: int = 0):
+        """A tqdm bar on a terminal; elsewhere (a log file, CI, Slurm) with ``run.progress=auto``, log lines
+        (:class:`ProgressLines`), so long work is never silent; nothing with ``off``."""
         mode = self.cfg.run.progress
-        if mode == "off" or (mode == "auto" and not sys.stderr.isatty()):
+        if mode == "off":
             return None
+        if mode == "auto" and not sys.stderr.isatty():
+            return ProgressLines(total, initial)
         from tqdm import tqdm
 
         return tqdm(total=total, initial=initial, desc="splatgen", dynamic_ncols=True)
+
+
+class ProgressLines:
+    """The progress bar's stand-in where no terminal shows one: a log line (steps done, the latest scalars,
+    elapsed time and ETA) each time another tenth of the run is done, or :attr:`EVERY_S` seconds after the last
+    line when a tenth takes longer. It takes the calls the loop makes on a tqdm bar (``update``,
+    ``set_postfix``, ``close``)."""
+
+    EVERY_S = 30.0
+
+    def __init__(self, total: int, initial: int = 0):
+        self.total, self.initial, self.n = max(total, 1), initial, initial
+        self.postfix: Dict[str, Any] = {}
+        self._start = self._last = time.monotonic()
+        self._next = self._next_tenth()
+
+    def _next_tenth(self) -> int:
+        """The first step count past ``n`` that completes another tenth of the run."""
+        return -(-(self.n * 10 // self.total + 1) * self.total // 10)  # ceil, in integers
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = values
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if self.n >= self._next or now - self._last >= self.EVERY_S:
+            elapsed = now - self._start
+            eta = elapsed / (self.n - self.initial) * (self.total - self.n)
+            scalars = "".join(f", {k}={v}" for k, v in self.postfix.items())  # as the bar shows them
+            log.info("step %d/%d (%d%%)%s; %s elapsed, ETA %s", self.n, self.total, 100 * self.n // self.total,
+                     scalars, format_seconds(elapsed), format_seconds(eta))
+            self._last, self._next = now, self._next_tenth()
+
+    def close(self) -> None:
+        pass
+
+
+def format_seconds(seconds: float) -> str:
+    """``"42 s"``, ``"3 min 05 s"``, ``"2 h 07 min"``: a duration for a progress line."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def preview_cameras(n: int, resolution: int, device: torch.device) -> Cameras:

@@ -4,7 +4,9 @@ retried, two ranks under torchrun splitting the work, and a killed rank restarte
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -264,3 +266,22 @@ def test_the_summary_follows_the_prompts_and_never_hides_why_a_batch_stopped(tmp
     monkeypatch.setattr(batch, "write_summary", summary_fails)
     with pytest.raises(OutputError, match="splats.ply"):
         batch.run_batch(prompts, tmp_path / "c", config=["world"], overrides=TINY)
+
+
+def test_without_a_terminal_each_prompt_logs_a_line_as_it_starts_and_ends(tmp_path):
+    # stderr to a pipe (a log file, CI, Slurm): no progress bar, so one line per prompt start and end, k of n
+    prompts = tmp_path / "p.jsonl"
+    nan = {"optim": {"lr_scales": 1e30}, "run": {"log_every": 1}}  # fails at step 2
+    entries = [{"prompt": "a red mug"}, {"prompt": "a blue chair", "overrides": nan}, {"prompt": "a green car"}]
+    prompts.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    r = _batch_cli(str(prompts), "--out", str(tmp_path / "b"), "--config", "world", "--retries", "0", *TINY,
+                   cwd=tmp_path)
+    assert r.returncode == 1, r.stderr  # one prompt failed
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("[")]
+    assert [ln.split(" '")[0] for ln in lines] == ["[1/3] started", "[1/3] done", "[2/3] started", "[2/3] failed",
+                                                  "[3/3] started", "[3/3] done"], r.stderr
+    assert lines[0] == "[1/3] started 'a red mug'"
+    assert re.fullmatch(r"\[1/3\] done 'a red mug' in [0-9.]+ s: IoU [0-9.e-]+, PSNR [0-9.e-]+, Janus [0-9.e-]+, "
+                        r"R-precision [0-9.e-]+, 48 Gaussians; 2 left, ETA \d+ (s|min \d\d s)", lines[1]), lines[1]
+    assert "(attempt 1 of 1, giving up): the Gaussians' parameters became NaN/Inf" in lines[3]
+    assert lines[5].endswith("48 Gaussians; none left")

@@ -68,8 +68,10 @@ from ..render.sh import sh_basis
 UP_AXES = ("z", "y", "-y")
 """Allowed values of every exporter's ``up``."""
 
-DEFAULT_UP: Dict[str, str] = {"ply": "-y", "splat": "-y", "spz": "y", "glb": "y"}
-"""The up axis each format is written with unless told otherwise (see the module docstring for why)."""
+DEFAULT_UP: Dict[str, str] = {"ply": "-y", "splat": "-y", "spz": "y", "splats.glb": "y", "glb": "y", "obj": "y"}
+"""The up axis each format is written with unless told otherwise (see the module docstring for why): the
+``default_up`` column of the format table (:data:`.formats.FORMATS`). ``glb`` is glTF's +Y up, for splats
+and meshes alike; a mesh ``.obj`` is written in the same frame."""
 
 #: rows: where splatgen's (x, y, z) go; p_file = FRAME_MATRICES[up] @ p_splatgen.
 _FRAME_ROWS: Dict[str, List[List[float]]] = {
