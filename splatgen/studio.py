@@ -186,15 +186,12 @@ class RunQueue:
 
     def _run(self, job: Job):
         """What ``splatgen generate PROMPT --config PRESET [overrides] run.steps=N`` does, into ``runs_dir``."""
-        from .api import check_prompt, generate, resolve_config
+        from .api import check_input, run_generation
         from .rundir import RunFolder, slug
-        from .trainer import check_memory, resolve_device
 
-        prompt = check_prompt(job.prompt)
         steps = [] if job.steps is None else [f"run.steps={job.steps}"]
-        cfg = resolve_config(job.config, [*self.overrides, *steps])
-        cfg.prompt = prompt
-        check_memory(cfg, resolve_device(cfg.run.device))
+        cfg, device = check_input(job.prompt, job.config, [*self.overrides, *steps])  # as `splatgen generate` does
+        prompt = cfg.prompt
         job.steps = cfg.run.steps
         out = RunFolder.claim_numbered(self.runs_dir, slug(prompt))
         job.out = out.final
@@ -208,7 +205,7 @@ class RunQueue:
             if self.on_step is not None:
                 self.on_step(job, done, rep)
 
-        return generate(prompt, config=cfg, out_dir=out, on_step=step)
+        return run_generation(cfg, out, device=device, on_step=step)
 
 
 # ------------------------------------------------------------------------------------------------ runs on disk
