@@ -123,10 +123,6 @@ class GaussianModel(nn.Module):
         """[N, K, 3] all SH coefficients."""
         return torch.cat([self.params["sh0"], self.params["shN"]], dim=1)
 
-    def get_rgb(self) -> Tensor:
-        """[N, 3] view-independent colour (DC term)."""
-        return sh0_to_rgb(self.params["sh0"][:, 0, :]).clamp(0.0, 1.0)
-
     def set_active_sh_degree(self, degree: int) -> None:
         self.active_sh_degree = max(0, min(int(degree), self.sh_degree))
 

@@ -616,13 +616,6 @@ def load_view(view: RunView, device: torch.device | str = "cpu", render_backend:
     return GaussianRepresentation(cfg, device, gen, model=load_ply(view.model, device=device))
 
 
-def load_finished_run(run_dir: str | Path, device: torch.device | str = "cpu", render_backend: str = "auto"
-                      ) -> Tuple[Config, Representation]:
-    """(config, representation) of a finished run folder (see :func:`load_run`)."""
-    view, rep = load_run(run_dir, device, render_backend, allow_interrupted=False)
-    return view.cfg, rep
-
-
 def find_splats(path: str | Path) -> Tuple[Path, str]:
     """(the ``.ply`` to read, a note) for ``path``: a ``.ply`` file, a finished run folder, or an interrupted one
     (its ``interrupted.ply``, with a note saying so)."""

@@ -658,11 +658,6 @@ def _keep_components(v: np.ndarray, f: np.ndarray, min_fraction: float) -> Tuple
     return v[used], remap[f], dropped
 
 
-def _nonmanifold_edges(f: np.ndarray) -> int:
-    e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
-    return int((np.unique(e, axis=0, return_counts=True)[1] > 2).sum())
-
-
 def _drop_degenerate(f: np.ndarray) -> np.ndarray:
     """Without faces that repeat a vertex, and without pairs of faces on the same three vertices (a collapse
     can fold two faces onto each other, back to back: a pocket of no volume); a face repeated with the same
