@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ..cameras import Cameras
 from ..config import NerfConfig
+from .encoding import HashGridEncoding
 from .field import NeRFField
 from .occupancy import OccupancyGrid
 from .render import NerfRenderOutput, render_nerf
@@ -25,13 +26,17 @@ class NeRFModel(nn.Module):
     def __init__(self, cfg: NerfConfig):
         super().__init__()
         self.cfg = cfg
-        self.field = NeRFField(
+        encoding = HashGridEncoding(
             bound=cfg.bound,
             num_levels=cfg.num_levels,
             level_dim=cfg.level_dim,
             base_resolution=cfg.base_resolution,
             log2_hashmap_size=cfg.log2_hashmap_size,
             desired_resolution=cfg.desired_resolution,
+            interpolation="smoothstep",  # stable-dreamfusion's choice for its grid backbone
+        )
+        self.field = NeRFField(
+            encoding,
             hidden_dim=cfg.hidden_dim,
             num_layers=cfg.num_layers,
             density_activation=cfg.density_activation,
