@@ -35,6 +35,8 @@ def _positive(section: str, name: str, value: float, allow_zero: bool = False) -
         raise ConfigError(f"{section}.{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
 
+#: ``model.type``: :data:`splatgen.representation.kinds.REPRESENTATIONS` (a test pins the two together)
+MODEL_TYPES = ("gaussians", "nerf")
 #: the score-distillation losses ``guidance.loss`` allows; :data:`splatgen.guidance.losses.LOSSES` implements
 #: them (a test pins the two together).
 LOSS_NAMES = ("sds", "csd", "nfsd", "ism", "vsd")
@@ -156,7 +158,7 @@ class ModelConfig:
     """Fractions of the run at which the active SH degree grows by one (e.g. [0.5] with sh_degree=1)."""
 
     def validate(self) -> None:
-        _choice("model", "type", self.type, ["gaussians", "nerf"])
+        _choice("model", "type", self.type, MODEL_TYPES)
         _positive("model", "num_points", self.num_points)
         _at_most("model", "num_points", self.num_points, MAX_GAUSSIANS)
         _positive("model", "init_radius", self.init_radius)

@@ -3,6 +3,7 @@
 import dataclasses
 import inspect
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -400,6 +401,20 @@ def test_export_ply_round_trip(tmp_path):
 def test_from_config_validates():
     with pytest.raises(ValueError):
         NeRFModel.from_config(dataclasses.replace(NerfConfig(**SMALL), density_activation="relu"))
+
+
+def test_regularization_leaves_out_a_term_whose_weight_is_zero():
+    """What a training step adds (NerfRepresentation calls this): a zero weight drops its term, so a NaN there
+    cannot reach the loss; ``orient`` counts only when the render computed normals."""
+    nan = torch.tensor(float("nan"))
+    off = small_model(lambda_entropy=1e-3, lambda_orient=0.0, lambda_opacity=0.0)
+    reg = off.regularization(SimpleNamespace(losses={"entropy": torch.tensor(0.5), "orient": nan, "opacity": nan}))
+    assert float(reg) == pytest.approx(1e-3 * 0.5)
+    on = small_model(lambda_entropy=1e-3, lambda_orient=1e-2, lambda_opacity=0.1)
+    losses = {"entropy": torch.tensor(0.5), "orient": torch.tensor(2.0), "opacity": torch.tensor(0.25)}
+    assert float(on.regularization(SimpleNamespace(losses=losses))) == pytest.approx(1e-3 * 0.5 + 1e-2 * 2.0 + 0.1 * 0.25)
+    del losses["orient"]
+    assert float(on.regularization(SimpleNamespace(losses=losses))) == pytest.approx(1e-3 * 0.5 + 0.1 * 0.25)
 
 
 def test_the_nerf_config_is_the_one_home_of_the_fields_defaults():

@@ -64,7 +64,7 @@ class NeRFModel(nn.Module):
         ]
 
     def make_optimizer(self) -> torch.optim.Adam:
-        """``torch.optim.Adam(param_groups(), betas=(0.9, 0.99), eps=1e-15)``."""
+        """``torch.optim.Adam(param_groups(), betas=(0.9, 0.99), eps=1e-15)``: the optimiser a run trains with."""
         return torch.optim.Adam(self.param_groups(), **ADAM_KWARGS)
 
     # ------------------------------------------------------------------ rendering
@@ -91,12 +91,16 @@ class NeRFModel(nn.Module):
         )
 
     def regularization(self, out: NerfRenderOutput) -> Tensor:
-        """``lambda_entropy * entropy + lambda_orient * orient + lambda_opacity * opacity`` (fixed weights;
-        stable-dreamfusion ramps the entropy weight in over the first half of the run, the caller may too)."""
-        c = self.cfg
-        loss = c.lambda_entropy * out.losses["entropy"] + c.lambda_opacity * out.losses["opacity"]
-        if "orient" in out.losses:
-            loss = loss + c.lambda_orient * out.losses["orient"]
+        """``lambda_entropy * entropy + lambda_orient * orient + lambda_opacity * opacity``: the loss a training
+        step adds (fixed weights; stable-dreamfusion ramps the entropy weight in over the first half of the run).
+        A term whose weight is 0 is left out, not multiplied by 0, so it costs no backward pass and a NaN in it
+        cannot reach the gradients; ``orient`` exists only when the render computed normals."""
+        c, losses = self.cfg, out.losses
+        loss = c.lambda_entropy * losses["entropy"]
+        if c.lambda_orient > 0 and "orient" in losses:
+            loss = loss + c.lambda_orient * losses["orient"]
+        if c.lambda_opacity > 0:
+            loss = loss + c.lambda_opacity * losses["opacity"]
         return loss
 
     # ------------------------------------------------------------------ occupancy
