@@ -153,3 +153,20 @@ def test_the_kind_table_is_the_one_place_that_knows_the_kinds(tmp_path):
         assert (out / cls.model_file).is_file() and splats_name(res.config) == cls.ply_name
         _, back = load_run(out)
         assert type(back) is cls and back.summary() == res.rep.summary()
+
+
+def test_a_nerf_run_is_its_seed(tmp_path):
+    """Two NeRF runs of one seed write the same bytes, whatever torch's global generator holds: the initial
+    weights are drawn from the run's seed (on a fork, leaving the global generator as it was)."""
+    from splatgen.representation.nerf import NerfRepresentation
+
+    common = [*WORLD_TINY, *NERF_TINY, "run.steps=2", "run.evaluate=false", "run.preview_views=0"]
+    for name, seed, global_seed in (("a", 0, 1), ("b", 0, 2), ("c", 1, 1)):
+        torch.manual_seed(global_seed)
+        splatgen.generate("a red mug", config=["world", "nerf"], out_dir=tmp_path / name,
+                          overrides=[*common, f"run.seed={seed}"])
+    ply = {name: (tmp_path / name / "nerf.ply").read_bytes() for name in "abc"}
+    assert ply["a"] == ply["b"] != ply["c"]
+    state = torch.get_rng_state()
+    NerfRepresentation(load_config(["world", "nerf"], NERF_TINY), torch.device("cpu"), torch.Generator())
+    assert torch.equal(torch.get_rng_state(), state)

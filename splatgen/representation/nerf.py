@@ -28,7 +28,14 @@ class NerfRepresentation(Representation):
         # Per-sample jitter and occupancy probes are drawn on the compute device (millions per step at high
         # resolution), seeded from the representation's generator.
         self.device_gen = torch.Generator(device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-        self.model = model if model is not None else NeRFModel.from_config(cfg.nerf, device)
+        if model is None:
+            # The initial weights (nn.Linear's, the hash table's) come from torch's global generator: seed it from
+            # ours, on a fork, so one seed gives one NeRF and the caller's global state is left as it was.
+            init_seed = int(torch.randint(2**62, (1,), generator=generator))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(init_seed)
+                model = NeRFModel.from_config(cfg.nerf, device)
+        self.model = model
         self.module = self.model
         self.optimizer = self.model.make_optimizer()
 
