@@ -44,7 +44,7 @@ def run_one(prompt: str, schedule: str, seed: int, args) -> Dict[str, Any]:
     t0 = time.perf_counter()
     result = splatgen.generate(prompt, config=args.config, out_dir=None, overrides=overrides)
     seconds = time.perf_counter() - t0
-    metrics = evaluate_gaussians(result.model, parse_prompt(prompt), n_views=args.eval_views,
+    metrics = evaluate_gaussians(result.rep.module, parse_prompt(prompt), n_views=args.eval_views,
                                  resolution=args.eval_resolution, backend="auto")
     return {"prompt": prompt, "schedule": schedule, "seed": seed, "seconds": round(seconds, 2),
             **{k: metrics[k] for k in METRICS}, "num_gaussians": metrics["num_gaussians"]}

@@ -18,7 +18,7 @@ from .cameras import Cameras, evenly_spaced_cameras
 from .config import Config, config_files, load_config
 from .devices import check_memory, resolve_device
 from .errors import ConfigError, PromptError, RunDirError, short
-from .export import DEFAULT_UP, export_file, save_image_grid
+from .export import DEFAULT_UP, export_file
 from .export.formats import BY_NAME
 from .fileio import load_checkpoint
 from .representation import Representation
@@ -40,17 +40,16 @@ def check_prompt(prompt: Any) -> str:
 
 @dataclass
 class GenerationResult:
-    """What a generation produced: the model (a :class:`GaussianModel`, or a NeRF with ``model.type=nerf``),
-    the config, and where files were written."""
+    """What a generation produced: the representation (3D Gaussians, or a NeRF with ``model.type=nerf``; its
+    ``module`` is the model itself), the config, and where files were written."""
 
-    model: Any
+    rep: Representation
     config: Config
     out_dir: Optional[Path] = None
     history: List[dict] = field(default_factory=list)
     stage_ms: Dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     metrics: Optional[Dict[str, Any]] = None
-    rep: Optional[Representation] = None
     evals: List[dict] = field(default_factory=list)
     """Ground-truth metrics every ``run.eval_every`` steps (procedural-world prompts)."""
     distillation: Dict[str, Any] = field(default_factory=dict)
@@ -63,11 +62,7 @@ class GenerationResult:
     @property
     def num_gaussians(self) -> int:
         """Gaussians in the model (for a NeRF: its occupied grid cells)."""
-        return self.rep.size() if self.rep is not None else len(self.model)
-
-    @property
-    def _exportable(self) -> Any:
-        return self.rep if self.rep is not None else self.model
+        return self.rep.size()
 
     def export(self, path: str | Path, up: Optional[str] = None, **options: Any) -> Path:
         """Write the result as the file ``path`` names, exactly as ``splatgen export RUN path`` writes it (the
@@ -76,14 +71,14 @@ class GenerationResult:
         own, +Z up; ``"y"``; ``"-y"``) says otherwise. ``options`` are the command's (``pad_sh3``,
         ``mesh_resolution``, ``iso``, ``faces``, ``texture_size``, ``kind``, ``frames``, ``fps``,
         ``resolution``), with its defaults; the format table :mod:`splatgen.export.formats` lists them all."""
-        export_file(self._exportable, path, up=up, **options)
+        export_file(self.rep, path, up=up, **options)
         return Path(path)
 
     def save_ply(self, path: str | Path, pad_sh_to_degree3: bool = False, up: Optional[str] = None) -> Path:
         """Write the model as a 3DGS-layout .ply (a NeRF writes its density as a point cloud of splats), the file
         ``splatgen export RUN mug.ply`` writes: -Y up, as SuperSplat expects. ``up="z"`` writes the run's own
         frame (+Z up, the bytes of the run folder's ``splats.ply``)."""
-        BY_NAME["ply"].write(self._exportable, Path(path), up or DEFAULT_UP["ply"], pad_sh_to_degree3)
+        BY_NAME["ply"].write(self.rep, Path(path), up or DEFAULT_UP["ply"], pad_sh_to_degree3)
         return Path(path)
 
     def render(
@@ -95,21 +90,12 @@ class GenerationResult:
         background: Sequence[float] = (1.0, 1.0, 1.0),
         backend: str = "auto",
     ) -> Tensor:
-        """Images [B, H, W, 3] in [0, 1] (by default ``n_views`` views evenly spaced in azimuth)."""
-        from .render import render, resolve_backend
-
-        dev = self.rep.device if self.rep is not None else self.model.device
+        """Images [B, H, W, 3] in [0, 1] (by default ``n_views`` views evenly spaced in azimuth); ``backend`` is
+        the Gaussians' renderer (see :func:`splatgen.render.resolve_backend`)."""
+        dev = self.rep.device
         cams = cameras if cameras is not None else evenly_spaced_cameras(n_views, resolution, elevation=elevation, device=dev)
         bg = torch.tensor(background, dtype=torch.float32, device=dev).expand(len(cams), 3)
-        if self.rep is not None and self.rep.kind != "gaussians":
-            return self.rep.render_eval(cams.to(dev), bg)[0].clamp(0, 1).cpu()
-        with torch.no_grad():
-            out = render(self.model, cams.to(dev), bg, backend=resolve_backend(backend, dev))
-        return out.rgb.clamp(0, 1).cpu()
-
-    def save_previews(self, path: str | Path, n_views: int = 4, resolution: int = 256) -> Path:
-        save_image_grid(self.render(n_views=n_views, resolution=resolution), path)
-        return Path(path)
+        return self.rep.render_eval(cams.to(dev), bg, backend)[0].clamp(0, 1).cpu()
 
 
 def _overrides_from_kwargs(kwargs: Dict[str, Any]) -> dict:
@@ -233,8 +219,8 @@ def run_generation(cfg: Config, run: "Optional[RunFolder]", guidance=None, profi
     try:  # from here an interrupted or failed run keeps its folder to resume or inspect
         tr = _train(setup.trainer)
         t_train = time.perf_counter()
-        result = GenerationResult(tr.model, cfg, run.final if run is not None else None, tr.history, tr.stage_ms,
-                                  tr.seconds, rep=tr.rep, evals=tr.evals, distillation=tr.distillation)
+        result = GenerationResult(tr.rep, cfg, run.final if run is not None else None, tr.history, tr.stage_ms,
+                                  tr.seconds, evals=tr.evals, distillation=tr.distillation)
         result.timings = {"setup": t_setup - t0, "guidance": setup.guidance_seconds,
                           "optimisation": t_train - t_setup, "first_step": tr.first_step_seconds}
         if run is None:
@@ -432,14 +418,15 @@ def _deep_merge(a: dict, b: dict) -> dict:
 
 def _maybe_evaluate(run, cfg: Config) -> Optional[Dict[str, Any]]:
     """Ground-truth metrics of a world prompt's run (written to ``metrics.json`` in the run folder), else None."""
-    from .rundir import RunView, splats_name
+    from .representation.kinds import representation_class
+    from .rundir import RunView
     from .world.grammar import is_world_prompt
 
     if not is_world_prompt(cfg.prompt):
         return None
     from .world.metrics import evaluate_run  # the ray caster and the evaluator: loaded for world prompts only
 
-    model = run.path / ("checkpoints/final.pt" if cfg.model.type == "nerf" else splats_name(cfg))
+    model = run.path / representation_class(cfg.model.type).model_file
     return evaluate_run(RunView(run.path, load_config([run.path / "config.yaml"]), True, model))
 
 
@@ -448,4 +435,4 @@ def load_result(run_dir: str | Path, device: str = "cpu") -> GenerationResult:
     from .rundir import load_run
 
     view, rep = load_run(run_dir, device, allow_interrupted=False)
-    return GenerationResult(rep.module, view.cfg, view.folder, rep=rep)
+    return GenerationResult(rep, view.cfg, view.folder)

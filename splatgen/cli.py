@@ -218,8 +218,7 @@ def _cmd_generate(args) -> int:
                *args.overrides, "--out", str(out.final), "--resume"]
         raise RunInterrupted(f"{exc}; continue with: {' '.join(cmd)}", exc.signum, exc.step) from None
     rep = result.rep
-    what = f"{result.num_gaussians} Gaussians" if rep is None or rep.kind == "gaussians" else f"NeRF, {rep.size()} occupied cells"
-    print(f"wrote {out.final / rep.ply_name} ({what}) in {result.seconds:.1f} s")
+    print(f"wrote {out.final / rep.ply_name} ({rep.summary()}) in {result.seconds:.1f} s")
     if result.metrics:
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.metrics.items() if not isinstance(v, (dict, list))}
         print("metrics:", json.dumps(shown))

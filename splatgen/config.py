@@ -36,6 +36,16 @@ def _positive(section: str, name: str, value: float, allow_zero: bool = False) -
         raise ConfigError(f"{section}.{name}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
 
+# The extension points: the values each setting allows are the keys of the table that dispatches on it (a test
+# pins each pair), so adding one is an entry there and a name here.
+#: ``model.type``: :data:`splatgen.representation.kinds.REPRESENTATIONS`
+MODEL_TYPES = ("gaussians", "nerf")
+#: ``guidance.type``: :data:`splatgen.components.GUIDANCE_BUILDERS`
+GUIDANCE_TYPES = ("world", "stable-diffusion", "pixel")
+#: ``guidance.weighting``: :data:`splatgen.sds.WEIGHTINGS`
+WEIGHTING_NAMES = ("sds", "uniform", "snr", "dreamtime")
+#: ``schedule.timestep``: :data:`splatgen.schedules.TIMESTEP_SCHEDULES`
+TIMESTEP_SCHEDULE_NAMES = ("tp-sds", "uniform", "linear", "step")
 #: the score-distillation losses ``guidance.loss`` allows; :data:`splatgen.guidance.losses.LOSSES` implements
 #: them (a test pins the two together).
 LOSS_NAMES = ("sds", "csd", "nfsd", "ism", "vsd")
@@ -168,7 +178,7 @@ class ModelConfig:
     """Fractions of the run at which the active SH degree grows by one (e.g. [0.5] with sh_degree=1)."""
 
     def validate(self) -> None:
-        _choice("model", "type", self.type, ["gaussians", "nerf"])
+        _choice("model", "type", self.type, MODEL_TYPES)
         _positive("model", "num_points", self.num_points)
         _at_most("model", "num_points", self.num_points, MAX_GAUSSIANS)
         _positive("model", "init_radius", self.init_radius)
@@ -325,12 +335,12 @@ class GuidanceConfig:
     """'world' prior: side in pixels of those views and of the model's input."""
 
     def validate(self) -> None:
-        _choice("guidance", "type", self.type, ["world", "stable-diffusion", "pixel"])
+        _choice("guidance", "type", self.type, GUIDANCE_TYPES)
         _choice("guidance", "dtype", self.dtype, ["auto", "fast", "fp32", "fp16", "bf16"])
         _choice("guidance", "compile", self.compile, ["off", "unet", "vae", "all"])
         _choice("guidance", "vae", self.vae, ["full", "tiny"])
         _positive("guidance", "guidance_scale", self.guidance_scale, allow_zero=True)
-        _choice("guidance", "weighting", self.weighting, ["sds", "uniform", "snr", "dreamtime"])
+        _choice("guidance", "weighting", self.weighting, WEIGHTING_NAMES)
         _choice("guidance", "loss", self.loss, LOSS_NAMES)
         _choice("guidance", "vsd_estimator", self.vsd_estimator, VSD_ESTIMATOR_NAMES)
         _positive("guidance", "perp_neg_weight", self.perp_neg_weight, allow_zero=True)
@@ -392,7 +402,7 @@ class ScheduleConfig:
     """'step': fraction of the run at which t_max drops to step_t_max_end."""
 
     def validate(self) -> None:
-        _choice("schedule", "timestep", self.timestep, ["tp-sds", "uniform", "linear", "step"])
+        _choice("schedule", "timestep", self.timestep, TIMESTEP_SCHEDULE_NAMES)
         if not 0.0 <= self.t_min < self.t_max <= 1.0:
             raise ConfigError(f"schedule.t_min={self.t_min} and t_max={self.t_max} need 0 <= t_min < t_max <= 1")
         if self.tp_m2 > self.tp_m1:

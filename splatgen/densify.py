@@ -34,7 +34,8 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
-from .gaussians import GaussianModel
+from .config import DensifyConfig
+from .gaussians import GaussianModel, quat_to_rotmat
 
 
 @dataclass
@@ -56,16 +57,17 @@ class DensifyStats:
 
 @dataclass(kw_only=True)
 class DensifyParams:
-    """The thresholds of one densification step (mirrors ``DensifyConfig``)."""
+    """The thresholds of one densification step: the ``densify`` settings of that name (:class:`DensifyConfig`,
+    which documents them and holds their defaults) without the schedule."""
 
-    grad_threshold: float = 0.01
-    dense_scale: float = 0.01
-    scene_extent: float = 1.0
-    min_opacity: float = 0.01
-    max_world_scale: float = 0.2
-    max_screen_fraction: float = 0.25
-    split_shrink: float = 1.6
-    max_gaussians: int = 200_000
+    grad_threshold: float = DensifyConfig.grad_threshold
+    dense_scale: float = DensifyConfig.dense_scale
+    scene_extent: float = DensifyConfig.scene_extent
+    min_opacity: float = DensifyConfig.min_opacity
+    max_world_scale: float = DensifyConfig.max_world_scale
+    max_screen_fraction: float = DensifyConfig.max_screen_fraction
+    split_shrink: float = DensifyConfig.split_shrink
+    max_gaussians: int = DensifyConfig.max_gaussians
 
     @classmethod
     def from_config(cls, cfg) -> "DensifyParams":
@@ -116,25 +118,12 @@ def densify_decisions(
     return {"clone": grow & small, "split": grow & ~small, "prune": prune}
 
 
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """[N, 4] wxyz (any norm) -> [N, 3, 3] rotation matrices."""
-    w, x, y, z = torch.nn.functional.normalize(quats.float(), dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).view(-1, 3, 3)
-
-
 def split_children(means: Tensor, scales_log: Tensor, quats: Tensor, z: Tensor, shrink: float):
     """Means [2, M, 3] and log scales [M, 3] of the two children of M split Gaussians.
 
     ``z`` [2, M, 3] are standard normal samples; child k sits at ``mean + R diag(exp(scales)) z[k]``.
     """
-    R = quat_to_rotmat(quats)
+    R = quat_to_rotmat(quats.float())
     s = torch.exp(scales_log.float())
     offsets = torch.einsum("mij,kmj->kmi", R, s[None] * z.float())
     child_means = means.float()[None] + offsets

@@ -22,6 +22,7 @@ from typing import Callable, Dict, Iterable, Optional
 import torch
 from torch import Tensor, nn
 
+#: the degree-0 real spherical harmonic, ``1 / (2 sqrt(pi))``: ``rgb = 0.5 + SH_C0 * sh0``
 SH_C0 = 0.28209479177387814
 PARAM_NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 
@@ -35,7 +36,22 @@ def sh0_to_rgb(sh0: Tensor) -> Tensor:
 
 
 def num_sh_bases(degree: int) -> int:
+    """Number of SH coefficients ``(degree + 1)^2`` up to and including ``degree``."""
     return (degree + 1) ** 2
+
+
+def quat_to_rotmat(quats: Tensor) -> Tensor:
+    """[..., 4] quaternions (w x y z, any norm) -> [..., 3, 3] rotation matrices (gsplat's formula)."""
+    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
+    R = torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    )
+    return R.reshape(quats.shape[:-1] + (3, 3))
 
 
 class GaussianModel(nn.Module):
@@ -122,10 +138,6 @@ class GaussianModel(nn.Module):
     def get_sh(self) -> Tensor:
         """[N, K, 3] all SH coefficients."""
         return torch.cat([self.params["sh0"], self.params["shN"]], dim=1)
-
-    def get_rgb(self) -> Tensor:
-        """[N, 3] view-independent colour (DC term)."""
-        return sh0_to_rgb(self.params["sh0"][:, 0, :]).clamp(0.0, 1.0)
 
     def set_active_sh_degree(self, degree: int) -> None:
         self.active_sh_degree = max(0, min(int(degree), self.sh_degree))

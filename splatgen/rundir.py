@@ -65,7 +65,8 @@ from .fileio import (
     save_checkpoint_file,
     write_json,
 )
-from .representation import GaussianRepresentation, NerfRepresentation, Representation
+from .representation import Representation
+from .representation.kinds import REPRESENTATIONS, representation_class
 
 try:  # POSIX; elsewhere a claim relies on the exclusive mkdir alone
     import fcntl
@@ -83,7 +84,7 @@ CHECKPOINTS = "checkpoints"
 LOCK = ".lock"
 PARTIAL = ".partial"
 #: what makes a folder hold a run.
-RUN_MARKERS = (CONFIG, GaussianRepresentation.ply_name, NerfRepresentation.ply_name, METRICS_LOG, CHECKPOINTS)
+RUN_MARKERS = (CONFIG, *(rep.ply_name for rep in REPRESENTATIONS.values()), METRICS_LOG, CHECKPOINTS)
 #: checkpoints a run can be resumed from, newest step first (periodic ones are step_*.pt and resume.pt).
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 #: what a checkpoint to continue from holds besides its step (see ``Trainer.state_dict``)
@@ -105,7 +106,7 @@ def checkpoint_problem(payload: Any) -> Optional[str]:
 
 def splats_name(cfg: Config) -> str:
     """The file name of a run's exported model: ``nerf.ply`` for a NeRF, else ``splats.ply``."""
-    return (NerfRepresentation if cfg.model.type == "nerf" else GaussianRepresentation).ply_name
+    return representation_class(cfg.model.type).ply_name
 
 
 def partial_path(out: Path) -> Path:
@@ -604,9 +605,9 @@ def find_run(path: str | Path, allow_interrupted: bool = True) -> RunView:
         raise NotARunError(f"{path} is not a run folder (no such folder)")
     cfg = read_run_config(path)
     interrupted = path.name.endswith(PARTIAL)
-    name = splats_name(cfg)
+    rep_class = representation_class(cfg.model.type)
     if not interrupted:
-        model = path / (f"{CHECKPOINTS}/final.pt" if cfg.model.type == "nerf" else name)
+        model = path / rep_class.model_file
         if not model.is_file():
             raise NotARunError(f"{path} is not a finished run: {model.relative_to(path)} is missing")
         return RunView(path, cfg, True, model)
@@ -616,9 +617,7 @@ def find_run(path: str | Path, allow_interrupted: bool = True) -> RunView:
     # The run's own config file carries every setting it started with, so the command works as printed.
     resume = (f"continue it with: splatgen generate {shlex.quote(cfg.prompt)} --config "
               f"{shlex.quote(str(path / CONFIG))} --out {shlex.quote(str(final))} --resume")
-    candidates = [path / "interrupted.ply", path / "last_good.ply"] if cfg.model.type != "nerf" else \
-        [path / f"{CHECKPOINTS}/interrupted.pt"]
-    found = [p for p in candidates if p.is_file()]
+    found = [path / name for name in rep_class.interrupted_files if (path / name).is_file()]
     if not allow_interrupted or not found:
         what = "has no saved model yet" if not found else "is not finished"
         raise NotARunError(f"{final} is not finished and {path} {what}; {resume}")
@@ -639,19 +638,9 @@ def load_view(view: RunView, device: torch.device | str = "cpu", render_backend:
     cfg = view.cfg
     device = torch.device(device)
     cfg.render.backend, cfg.densify.backend = render_backend, "auto"
-    gen = torch.Generator().manual_seed(0)
-    if cfg.model.type == "nerf":
-        rep: Representation = NerfRepresentation(cfg, device, gen)
-        rep.model.load_state(load_checkpoint(view.model, map_location=device)["params"])
-        return rep
-    return GaussianRepresentation(cfg, device, gen, model=load_ply(view.model, device=device))
-
-
-def load_finished_run(run_dir: str | Path, device: torch.device | str = "cpu", render_backend: str = "auto"
-                      ) -> Tuple[Config, Representation]:
-    """(config, representation) of a finished run folder (see :func:`load_run`)."""
-    view, rep = load_run(run_dir, device, render_backend, allow_interrupted=False)
-    return view.cfg, rep
+    saved = load_ply(view.model, device=device) if view.model.suffix == ".ply" else \
+        load_checkpoint(view.model, map_location=device)
+    return representation_class(cfg.model.type).load(cfg, device, saved)
 
 
 def find_splats(path: str | Path) -> Tuple[Path, str]:

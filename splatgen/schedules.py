@@ -15,7 +15,7 @@ Timesteps (fractions and integers refer to the T training timesteps of the diffu
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -89,29 +89,44 @@ class TimestepSchedule:
             self._tp_table = [tp_sds_timestep(i, self.total_steps, self.prior) for i in range(self.total_steps)]
         return self._tp_table
 
-    def t_max_at(self, step: int) -> int:
-        if self.cfg.timestep == "step" and step >= self.cfg.step_at * self.total_steps:
-            return max(self.t_lo, min(self.t_hi, int(round(self.cfg.step_t_max_end * self.T))))
-        return self.t_hi
-
     def __call__(self, step: int, batch: int, generator: torch.Generator) -> Tensor:
         """[batch] int64 timesteps for ``step`` (0-based), drawn on the CPU ``generator``."""
-        kind = self.cfg.timestep
-        if kind == "tp-sds":
-            t = self.tp_table()[min(step, self.total_steps - 1)]
-            ts = torch.full((batch,), t, dtype=torch.long)
-            if self.cfg.tp_jitter > 0:
-                j = int(round(self.cfg.tp_jitter * self.T))
-                ts = ts + torch.randint(-j, j + 1, (batch,), generator=generator)
-            return ts.clamp(self.t_lo, self.t_hi)
-        if kind == "linear":
-            frac = step / max(self.total_steps - 1, 1)
-            t = int(round(self.t_hi - (self.t_hi - self.t_lo) * frac))
-            return torch.full((batch,), t, dtype=torch.long)
-        if kind in ("uniform", "step"):
-            hi = self.t_max_at(step)
-            return torch.randint(self.t_lo, hi + 1, (batch,), generator=generator)
-        raise ValueError(f"unknown timestep schedule {kind!r}")
+        if self.cfg.timestep not in TIMESTEP_SCHEDULES:
+            raise ValueError(f"unknown timestep schedule {self.cfg.timestep!r}; choose one of {list(TIMESTEP_SCHEDULES)}")
+        return TIMESTEP_SCHEDULES[self.cfg.timestep](self, step, batch, generator)
+
+    def _tp_sds(self, step: int, batch: int, generator: torch.Generator) -> Tensor:
+        t = self.tp_table()[min(step, self.total_steps - 1)]
+        ts = torch.full((batch,), t, dtype=torch.long)
+        if self.cfg.tp_jitter > 0:
+            j = int(round(self.cfg.tp_jitter * self.T))
+            ts = ts + torch.randint(-j, j + 1, (batch,), generator=generator)
+        return ts.clamp(self.t_lo, self.t_hi)
+
+    def _linear(self, step: int, batch: int, generator: torch.Generator) -> Tensor:
+        frac = step / max(self.total_steps - 1, 1)
+        t = int(round(self.t_hi - (self.t_hi - self.t_lo) * frac))
+        return torch.full((batch,), t, dtype=torch.long)
+
+    def _uniform(self, step: int, batch: int, generator: torch.Generator, t_max: Optional[int] = None) -> Tensor:
+        hi = self.t_hi if t_max is None else t_max
+        return torch.randint(self.t_lo, hi + 1, (batch,), generator=generator)
+
+    def _step(self, step: int, batch: int, generator: torch.Generator) -> Tensor:
+        hi = self.t_hi
+        if step >= self.cfg.step_at * self.total_steps:
+            hi = max(self.t_lo, min(self.t_hi, int(round(self.cfg.step_t_max_end * self.T))))
+        return self._uniform(step, batch, generator, hi)
+
+
+#: ``schedule.timestep`` -> how a :class:`TimestepSchedule` draws a step's timesteps; the keys are the config's
+#: allowed values (``config.TIMESTEP_SCHEDULE_NAMES``, a test pins them).
+TIMESTEP_SCHEDULES: Dict[str, Callable[[TimestepSchedule, int, int, torch.Generator], Tensor]] = {
+    "tp-sds": TimestepSchedule._tp_sds,
+    "uniform": TimestepSchedule._uniform,
+    "linear": TimestepSchedule._linear,
+    "step": TimestepSchedule._step,
+}
 
 
 def resolution_at(step: int, total_steps: int, base: int, milestones: Sequence[Sequence[float]]) -> int:

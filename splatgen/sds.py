@@ -19,12 +19,10 @@ conditional half second, ``[2B, ...]``, as one batched UNet call produces it.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
-
-WEIGHTINGS = ("sds", "uniform", "snr", "dreamtime")
 
 
 def classifier_free_guidance(eps_uncond: Tensor, eps_cond: Tensor, guidance_scale: float) -> Tensor:
@@ -91,19 +89,26 @@ def sds_weight(t: Tensor, alphas_cumprod: Tensor, kind: str = "sds", dreamtime_p
     - ``snr``: sqrt(abar_t) (1 - abar_t) (threestudio's 'SNR-style' weighting);
     - ``dreamtime``: the TP-SDS prior p(t) rescaled to mean 1 over its support (pass ``dreamtime_prior`` [T]).
     """
-    abar = alphas_cumprod.to(t.device, torch.float32)[t]
-    if kind == "sds":
-        return 1.0 - abar
-    if kind == "uniform":
-        return torch.ones_like(abar)
-    if kind == "snr":
-        return abar.sqrt() * (1.0 - abar)
-    if kind == "dreamtime":
-        if dreamtime_prior is None:
-            raise ValueError("weighting 'dreamtime' needs the TP-SDS prior (schedules.tp_sds_prior)")
-        p = dreamtime_prior.to(t.device, torch.float32)
-        return p[t] / p[p > 0].mean()
-    raise ValueError(f"unknown SDS weighting {kind!r}; choose one of {list(WEIGHTINGS)}")
+    if kind not in WEIGHTINGS:
+        raise ValueError(f"unknown SDS weighting {kind!r}; choose one of {list(WEIGHTINGS)}")
+    return WEIGHTINGS[kind](t, alphas_cumprod.to(t.device, torch.float32)[t], dreamtime_prior)
+
+
+def _dreamtime_weight(t: Tensor, abar: Tensor, prior: Tensor | None) -> Tensor:
+    if prior is None:
+        raise ValueError("weighting 'dreamtime' needs the TP-SDS prior (schedules.tp_sds_prior)")
+    p = prior.to(t.device, torch.float32)
+    return p[t] / p[p > 0].mean()
+
+
+#: ``guidance.weighting`` -> w(t, abar_t, TP-SDS prior) (see :func:`sds_weight`); the keys are the config's allowed
+#: values (``config.WEIGHTING_NAMES``, a test pins them).
+WEIGHTINGS: Dict[str, Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]] = {
+    "sds": lambda t, abar, prior: 1.0 - abar,
+    "uniform": lambda t, abar, prior: torch.ones_like(abar),
+    "snr": lambda t, abar, prior: abar.sqrt() * (1.0 - abar),
+    "dreamtime": _dreamtime_weight,
+}
 
 
 def sds_gradient(

@@ -32,7 +32,8 @@ from .guidance.base import Guidance
 from .guidance.losses import DistillationLoss, build_loss
 from .kernels_glue import resolve_kernel_backend, sds_loss
 from .render import make_background
-from .representation import Representation, build_representation
+from .representation import Representation
+from .representation.kinds import build_representation
 from .sds import sds_weight
 
 log = logging.getLogger("splatgen")
@@ -409,7 +410,7 @@ class Trainer:
             self._last_good = self.rep.state()
             self._last_good_step = step + 1
             return
-        where = "the loss" if bad_loss else {"gaussians": "the Gaussians' parameters"}.get(self.rep.kind, "the NeRF's parameters")
+        where = "the loss" if bad_loss else self.rep.parameters_name
         saved = ""
         if self.run is not None and self._last_good is not None:
             path = self.run.save_checkpoint("last_good.pt", {"step": self._last_good_step, "kind": self.rep.kind,

@@ -39,8 +39,7 @@ import torch
 from torch import Tensor
 
 from .errors import SplatgenError
-from .gaussians import PARAM_NAMES, SH_C0, GaussianModel
-from .render.torch_backend import quat_to_rotmat
+from .gaussians import PARAM_NAMES, SH_C0, GaussianModel, quat_to_rotmat
 
 log = logging.getLogger("splatgen")
 

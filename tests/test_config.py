@@ -139,3 +139,20 @@ def test_a_config_never_copies_the_environment(tmp_path, monkeypatch):
     ok = tmp_path / "ok.yaml"
     ok.write_text("run:\n  steps: 40\n  log_every: ${run.steps}\n")
     assert load_config([ok]).run.log_every == 40
+
+
+def test_each_settings_allowed_values_are_the_keys_of_the_table_that_dispatches_on_it():
+    """Adding a representation, a guidance, a weighting or a schedule is one table entry and one name in
+    config.py; the two cannot drift apart."""
+    from splatgen import config, schedules, sds
+    from splatgen.components import GUIDANCE_BUILDERS
+    from splatgen.representation.kinds import REPRESENTATIONS
+
+    assert tuple(REPRESENTATIONS) == config.MODEL_TYPES
+    assert set(GUIDANCE_BUILDERS) == set(config.GUIDANCE_TYPES)
+    assert tuple(sds.WEIGHTINGS) == config.WEIGHTING_NAMES
+    assert tuple(schedules.TIMESTEP_SCHEDULES) == config.TIMESTEP_SCHEDULE_NAMES
+    for setting, allowed in (("model.type", config.MODEL_TYPES), ("guidance.weighting", config.WEIGHTING_NAMES),
+                             ("schedule.timestep", config.TIMESTEP_SCHEDULE_NAMES)):
+        with pytest.raises(ConfigError, match=re.escape(f"{setting}='nope' is not allowed; choose one of {list(allowed)}")):
+            load_config(overrides=[f"{setting}=nope"])

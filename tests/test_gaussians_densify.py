@@ -1,14 +1,16 @@
 """Gaussian model layout, optimizer state through densification, and the PyTorch densification reference."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
+from splatgen.config import DensifyConfig
 from splatgen.densify import (
-    DensifyParams, DensifyStats, accumulate_stats, apply_densify, densify_decisions, densify_step, quat_to_rotmat,
+    DensifyParams, DensifyStats, accumulate_stats, apply_densify, densify_decisions, densify_step,
 )
-from splatgen.gaussians import GaussianModel
+from splatgen.gaussians import GaussianModel, quat_to_rotmat
 
 LRS = dict(means=1e-2, scales=1e-2, quats=1e-2, opacities=1e-2, sh0=1e-2, shN=1e-2)
 
@@ -157,3 +159,13 @@ def test_quat_to_rotmat_matches_axis_angle():
     R = quat_to_rotmat(q)[0]
     expected = torch.tensor([[math.cos(ang), -math.sin(ang), 0], [math.sin(ang), math.cos(ang), 0], [0, 0, 1.0]])
     assert torch.allclose(R, expected, atol=1e-6)
+
+
+def test_densify_params_are_the_configs_settings_with_its_defaults():
+    """DensifyParams is the part of the ``densify`` section one step needs: each field is a DensifyConfig
+    setting of that name with its default, written once (in the config)."""
+    settings = {f.name: f for f in dataclasses.fields(DensifyConfig)}
+    for f in dataclasses.fields(DensifyParams):
+        assert f.name in settings, f"DensifyParams.{f.name} is no densify setting"
+        assert f.default == settings[f.name].default, f.name
+    assert DensifyParams.from_config(DensifyConfig()) == DensifyParams()

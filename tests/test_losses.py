@@ -398,5 +398,5 @@ def test_vsd_run_resumes_bit_for_bit(tmp_path, tiny_pixel):
     trainer = Trainer(cfg, build_guidance(cfg, "cpu"))
     trainer.resume(payload)
     tr = trainer.train()
-    for k, v in whole.model.params.items():
+    for k, v in whole.rep.module.params.items():
         assert torch.equal(tr.rep.module.params[k].detach(), v.detach()), k

@@ -1,7 +1,9 @@
 """The pure-PyTorch NeRF baseline (splatgen.nerf): encoding, field, occupancy grid, renderer, model, export."""
 
 import dataclasses
+import inspect
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from splatgen.cameras import orbit_cameras
 from splatgen.config import NerfConfig
 from splatgen.export import load_ply, save_ply
 from splatgen.gaussians import sh0_to_rgb
-from splatgen.nerf import HashGridEncoding, NeRFModel, OccupancyGrid, nerf_to_gaussian_params, render_nerf
+from splatgen.nerf import HashGridEncoding, NeRFField, NeRFModel, OccupancyGrid, nerf_to_gaussian_params, render_nerf
 from splatgen.nerf.encoding import PRIMES
 from splatgen.nerf.render import camera_rays, composite_weights, ray_aabb
 
@@ -98,7 +100,7 @@ def test_hash_encoding_matches_bruteforce_reference(interpolation):
 
 
 def test_level_resolutions_and_dense_levels_are_collision_free():
-    enc = HashGridEncoding(num_levels=4, level_dim=2, base_resolution=16, log2_hashmap_size=14,
+    enc = HashGridEncoding(bound=1.0, num_levels=4, level_dim=2, base_resolution=16, log2_hashmap_size=14,
                            desired_resolution=64, interpolation="linear")
     assert enc.resolutions == [16, 25, 40, 64]
     assert enc.dense == [True, False, False, False]  # 17^3 <= 2^14 < 26^3
@@ -119,8 +121,8 @@ def test_level_resolutions_and_dense_levels_are_collision_free():
 
 def test_gradients_reach_the_table_and_match_autograd():
     torch.manual_seed(1)
-    enc = HashGridEncoding(num_levels=3, level_dim=2, base_resolution=4, log2_hashmap_size=10,
-                           desired_resolution=32, chunk=64)  # several chunks
+    enc = HashGridEncoding(bound=1.0, num_levels=3, level_dim=2, base_resolution=4, log2_hashmap_size=10,
+                           desired_resolution=32, interpolation="smoothstep", chunk=64)  # several chunks
     enc.embeddings.data.normal_()
     x = torch.rand(300, 3) * 2 - 1
     g = torch.randn(300, enc.output_dim)
@@ -399,3 +401,36 @@ def test_export_ply_round_trip(tmp_path):
 def test_from_config_validates():
     with pytest.raises(ValueError):
         NeRFModel.from_config(dataclasses.replace(NerfConfig(**SMALL), density_activation="relu"))
+
+
+def test_regularization_leaves_out_a_term_whose_weight_is_zero():
+    """What a training step adds (NerfRepresentation calls this): a zero weight drops its term, so a NaN there
+    cannot reach the loss; ``orient`` counts only when the render computed normals."""
+    nan = torch.tensor(float("nan"))
+    off = small_model(lambda_entropy=1e-3, lambda_orient=0.0, lambda_opacity=0.0)
+    reg = off.regularization(SimpleNamespace(losses={"entropy": torch.tensor(0.5), "orient": nan, "opacity": nan}))
+    assert float(reg) == pytest.approx(1e-3 * 0.5)
+    on = small_model(lambda_entropy=1e-3, lambda_orient=1e-2, lambda_opacity=0.1)
+    losses = {"entropy": torch.tensor(0.5), "orient": torch.tensor(2.0), "opacity": torch.tensor(0.25)}
+    assert float(on.regularization(SimpleNamespace(losses=losses))) == pytest.approx(1e-3 * 0.5 + 1e-2 * 2.0 + 0.1 * 0.25)
+    del losses["orient"]
+    assert float(on.regularization(SimpleNamespace(losses=losses))) == pytest.approx(1e-3 * 0.5 + 0.1 * 0.25)
+
+
+def test_the_nerf_config_is_the_one_home_of_the_fields_defaults():
+    """The field and its encoding take NerfConfig's values without defaults of their own, so a default is
+    written once (in NerfConfig) and a model built from a config is built from all of it."""
+    names = {f.name for f in dataclasses.fields(NerfConfig)}
+    for cls, some in ((NeRFField, {"hidden_dim", "num_layers", "blob_radius"}),
+                      (HashGridEncoding, {"bound", "num_levels", "log2_hashmap_size"})):
+        params = inspect.signature(cls).parameters
+        shared = names & set(params)
+        assert some <= shared
+        repeated = sorted(n for n in shared if params[n].default is not inspect.Parameter.empty)
+        assert not repeated, f"{cls.__name__} repeats NerfConfig's defaults of {repeated}"
+    m = small_model(level_dim=3, bound=1.5, hidden_dim=16)
+    enc = m.field.encoding
+    assert m.field.bound == 1.5 and (enc.bound, enc.num_levels, enc.level_dim, enc.log2_hashmap_size) == (1.5, m.cfg.num_levels, 3,
+                                                                                m.cfg.log2_hashmap_size)
+    assert enc.resolutions[0] == m.cfg.base_resolution and enc.resolutions[-1] == m.cfg.desired_resolution
+    assert m.field.mlp[0].out_features == 16 and len(m.field.mlp) == m.cfg.num_layers

@@ -642,3 +642,19 @@ def test_cpu_cost_64px_5k_gaussians():
     pix, _ = tb._pixel_pairs(out.means2d[0, visible].detach(), xy_radii, 64, 0, 64)
     assert pix.numel() < 0.05 * 64 * 64 * 5000  # dense would be 1.0; this scene needs ~0.016
     assert elapsed < 10.0, f"64x64 x 5k Gaussians forward+backward took {elapsed:.2f} s"
+
+
+def test_one_home_for_the_gaussian_formulas():
+    """The rotation of a quaternion, SH_C0 and the SH basis count are gsplat's layout (splatgen.gaussians): the
+    renderer, densification and the mesh exporter use that one copy."""
+    from splatgen import densify, gaussians
+    from splatgen.export import mesh
+    from splatgen.render import sh
+
+    assert SH_C0 == 0.5 / math.sqrt(math.pi) and sh.SH_C0 == SH_C0
+    assert sh.num_sh_bases is gaussians.num_sh_bases
+    for module in (tb, densify, mesh):
+        assert module.quat_to_rotmat is gaussians.quat_to_rotmat, module.__name__
+    q = torch.tensor([[[2.0, 0.0, 0.0, 2.0]]])  # 90 degrees about z, any norm, any batch shape
+    expected = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    torch.testing.assert_close(gaussians.quat_to_rotmat(q), expected.expand(1, 1, 3, 3), atol=1e-6, rtol=0)

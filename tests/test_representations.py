@@ -11,6 +11,9 @@ import torch
 
 import splatgen
 from splatgen.api import load_result
+from splatgen.cameras import evenly_spaced_cameras
+from splatgen.config import load_config
+from splatgen.errors import ConfigError
 from splatgen.export import load_ply
 from splatgen.world.metrics import evaluate_run
 
@@ -81,7 +84,7 @@ def test_eval_every_on_a_prompt_outside_the_world_is_skipped_with_a_warning(capl
 
 def test_nerf_nan_keeps_the_last_good_state(tmp_path, monkeypatch):
     from splatgen.errors import NonFiniteError
-    from splatgen.representation import NerfRepresentation
+    from splatgen.representation.nerf import NerfRepresentation
 
     calls = {"n": 0}
     real = NerfRepresentation.optimizer_step
@@ -95,10 +98,75 @@ def test_nerf_nan_keeps_the_last_good_state(tmp_path, monkeypatch):
 
     monkeypatch.setattr(NerfRepresentation, "optimizer_step", poisoned)
     out = tmp_path / "nan"
-    with pytest.raises(NonFiniteError, match="step 3"):
+    with pytest.raises(NonFiniteError, match="the NeRF's parameters became NaN/Inf at step 3"):
         splatgen.generate("a red mug", config=["world", "nerf"], out_dir=out,
                           overrides=[*WORLD_TINY, *NERF_TINY, "run.steps=5"])
     out = out.with_name(out.name + ".partial")  # a failed run stays in its working folder
     assert (out / "last_good.ply").is_file() and (out / "checkpoints" / "last_good.pt").is_file()
     saved = torch.load(out / "checkpoints" / "last_good.pt", weights_only=True)
     assert saved["step"] == 2 and saved["kind"] == "nerf"
+
+
+def test_the_nerf_trains_with_the_optimiser_and_regulariser_its_tests_test(monkeypatch):
+    """NerfRepresentation builds neither of its own: the run's optimiser is NeRFModel.make_optimizer's and the
+    loss it adds is NeRFModel.regularization's (tests/test_nerf.py tests both)."""
+    from splatgen.nerf import NeRFModel
+    from splatgen.representation.nerf import NerfRepresentation
+
+    made, regs = [], []
+    real_optimizer, real_regularization = NeRFModel.make_optimizer, NeRFModel.regularization
+
+    def make_optimizer(self):
+        made.append(real_optimizer(self))
+        return made[-1]
+
+    def regularization(self, out):
+        regs.append(real_regularization(self, out))
+        return regs[-1]
+
+    monkeypatch.setattr(NeRFModel, "make_optimizer", make_optimizer)
+    monkeypatch.setattr(NeRFModel, "regularization", regularization)
+    cfg = load_config(["world", "nerf"], [*WORLD_TINY, *NERF_TINY, "run.steps=4"])
+    rep = NerfRepresentation(cfg, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert made == [rep.optimizer]
+    rep.begin_step(3)
+    out = rep.render_train(evenly_spaced_cameras(2, 16), torch.ones(2, 3), 3)  # past the albedo warm-up: shaded
+    assert len(regs) == 1 and out.reg_loss is regs[0]
+
+
+def test_the_kind_table_is_the_one_place_that_knows_the_kinds(tmp_path):
+    """``model.type`` -> class; each class names its files and loads its run, whatever it is."""
+    from splatgen.config import MODEL_TYPES
+    from splatgen.representation.kinds import REPRESENTATIONS, representation_class
+    from splatgen.rundir import load_run, splats_name
+
+    assert tuple(REPRESENTATIONS) == MODEL_TYPES
+    assert all(cls.kind == kind and cls.ply_name and cls.model_file for kind, cls in REPRESENTATIONS.items())
+    with pytest.raises(ConfigError, match=r"model.type='mesh' is not allowed; choose one of \['gaussians', 'nerf'\]"):
+        representation_class("mesh")
+    for kind in MODEL_TYPES:
+        out = tmp_path / kind
+        res = splatgen.generate("a red mug", config=["world", *(["nerf"] if kind == "nerf" else [])], out_dir=out,
+                                overrides=[*WORLD_TINY, *NERF_TINY, "run.steps=2", "run.evaluate=false",
+                                           "run.preview_views=0"])
+        cls = representation_class(kind)
+        assert (out / cls.model_file).is_file() and splats_name(res.config) == cls.ply_name
+        _, back = load_run(out)
+        assert type(back) is cls and back.summary() == res.rep.summary()
+
+
+def test_a_nerf_run_is_its_seed(tmp_path):
+    """Two NeRF runs of one seed write the same bytes, whatever torch's global generator holds: the initial
+    weights are drawn from the run's seed (on a fork, leaving the global generator as it was)."""
+    from splatgen.representation.nerf import NerfRepresentation
+
+    common = [*WORLD_TINY, *NERF_TINY, "run.steps=2", "run.evaluate=false", "run.preview_views=0"]
+    for name, seed, global_seed in (("a", 0, 1), ("b", 0, 2), ("c", 1, 1)):
+        torch.manual_seed(global_seed)
+        splatgen.generate("a red mug", config=["world", "nerf"], out_dir=tmp_path / name,
+                          overrides=[*common, f"run.seed={seed}"])
+    ply = {name: (tmp_path / name / "nerf.ply").read_bytes() for name in "abc"}
+    assert ply["a"] == ply["b"] != ply["c"]
+    state = torch.get_rng_state()
+    NerfRepresentation(load_config(["world", "nerf"], NERF_TINY), torch.device("cpu"), torch.Generator())
+    assert torch.equal(torch.get_rng_state(), state)

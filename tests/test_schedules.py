@@ -115,3 +115,22 @@ def test_means_lr_decay():
     assert math.isclose(schedules.means_lr_at(99, 100, 1e-3, 1e-5), 1e-5)
     mid = schedules.means_lr_at(49, 100, 1e-3, 1e-5)
     assert 1e-5 < mid < 1e-3
+
+
+def test_each_weighting_is_its_formula():
+    """The table ``sds.WEIGHTINGS`` (``guidance.weighting``) gives DreamFusion's, the flat, the SNR-style and
+    DreamTime's w(t), and one clear error where the prior is missing or the name unknown."""
+    from splatgen.sds import sds_weight
+
+    abar = sd_alphas_cumprod().float()
+    t = torch.tensor([20, 500, 980])
+    a = abar[t]
+    torch.testing.assert_close(sds_weight(t, abar, "sds"), 1.0 - a)
+    torch.testing.assert_close(sds_weight(t, abar, "uniform"), torch.ones(3))
+    torch.testing.assert_close(sds_weight(t, abar, "snr"), a.sqrt() * (1.0 - a))
+    prior = schedules.tp_sds_prior(abar.double(), 20, 980).float()
+    torch.testing.assert_close(sds_weight(t, abar, "dreamtime", prior), prior[t] / prior[prior > 0].mean())
+    with pytest.raises(ValueError, match="needs the TP-SDS prior"):
+        sds_weight(t, abar, "dreamtime")
+    with pytest.raises(ValueError, match=r"unknown SDS weighting 'nope'; choose one of \['sds', 'uniform', 'snr', 'dreamtime'\]"):
+        sds_weight(t, abar, "nope")

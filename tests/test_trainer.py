@@ -45,7 +45,7 @@ def test_latent_generation_end_to_end(tiny_sd, tmp_path):
     res = splatgen.generate("a red mug", out_dir=out, overrides=sd_overrides(tiny_sd))
     # Files hold what the run produced.
     back = load_ply(out / "splats.ply")
-    for k, v in res.model.params.items():
+    for k, v in res.rep.module.params.items():
         assert torch.equal(back.params[k].detach(), v.detach().cpu()), k
     assert load_config([out / "config.yaml"]) == res.config
     assert res.config.prompt == "a red mug"
@@ -54,8 +54,8 @@ def test_latent_generation_end_to_end(tiny_sd, tmp_path):
     assert steps == list(range(1, 7))
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows if "event" not in r)
     densify_events = [r for r in rows if r.get("event") == "densify"]
-    assert len(densify_events) == 2 and densify_events[-1]["total"] == len(res.model)
-    assert len(res.model) > 150, "a threshold of ~0 must grow the model"
+    assert len(densify_events) == 2 and densify_events[-1]["total"] == len(res.rep.module)
+    assert len(res.rep.module) > 150, "a threshold of ~0 must grow the model"
     from PIL import Image
 
     assert Image.open(out / "previews.png").size == (48, 24)
@@ -65,7 +65,7 @@ def test_latent_generation_end_to_end(tiny_sd, tmp_path):
 def test_optimisation_moves_parameters(tiny_sd):
     init = splatgen.generate("a red mug", overrides=sd_overrides(tiny_sd) + ["run.steps=1", "densify.enabled=false"])
     more = splatgen.generate("a red mug", overrides=sd_overrides(tiny_sd) + ["run.steps=4", "densify.enabled=false"])
-    assert not torch.equal(init.model.params["sh0"], more.model.params["sh0"])
+    assert not torch.equal(init.rep.module.params["sh0"], more.rep.module.params["sh0"])
 
 
 def test_pixel_generation(tiny_pixel, tmp_path):
@@ -73,22 +73,22 @@ def test_pixel_generation(tiny_pixel, tmp_path):
         "a green chair", out_dir=tmp_path / "px",
         overrides=["guidance.type=pixel", f"guidance.model={tiny_pixel}", *TINY_RUN],
     )
-    assert res.model.is_finite() and (tmp_path / "px" / "splats.ply").is_file()
+    assert res.rep.module.is_finite() and (tmp_path / "px" / "splats.ply").is_file()
 
 
 def test_same_seed_same_result(tiny_sd):
     a = splatgen.generate("a red mug", overrides=sd_overrides(tiny_sd) + ["run.seed=3"])
     b = splatgen.generate("a red mug", overrides=sd_overrides(tiny_sd) + ["run.seed=3"])
     c = splatgen.generate("a red mug", overrides=sd_overrides(tiny_sd) + ["run.seed=4"])
-    for k in a.model.params:
-        assert torch.equal(a.model.params[k], b.model.params[k]), k
-    assert not torch.equal(a.model.params["means"], c.model.params["means"])
+    for k in a.rep.module.params:
+        assert torch.equal(a.rep.module.params[k], b.rep.module.params[k]), k
+    assert not torch.equal(a.rep.module.params["means"], c.rep.module.params["means"])
 
 
 def test_python_api_kwargs_overrides(tiny_sd):
     res = splatgen.generate("a red mug", overrides=sd_overrides(tiny_sd), run={"steps": 2}, model__num_points=90,
                             densify={"enabled": False})
-    assert res.config.run.steps == 2 and len(res.model) == 90
+    assert res.config.run.steps == 2 and len(res.rep.module) == 90
     img = res.render(n_views=3, resolution=16)
     assert img.shape == (3, 16, 16, 3) and float(img.min()) >= 0.0 and float(img.max()) <= 1.0
 

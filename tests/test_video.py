@@ -238,7 +238,7 @@ def test_nerf_like_models_are_filmed_through_render_eval(tmp_path):
 
 def test_a_real_nerf_representation_and_a_ply_path(tmp_path, model):
     from splatgen.config import load_config
-    from splatgen.representation import NerfRepresentation
+    from splatgen.representation.nerf import NerfRepresentation
 
     cfg = load_config(["world", "nerf"], ["nerf.num_levels=4", "nerf.log2_hashmap_size=12", "nerf.grid_resolution=16",
                                           "nerf.num_steps=8", "nerf.upsample_steps=4"])

@@ -93,7 +93,7 @@ from torch import Tensor
 from ..cameras import Cameras, intrinsics, look_at_viewmats
 from ..errors import SplatgenError
 from ..fileio import atomic_write_bytes
-from ..gaussians import GaussianModel, sh0_to_rgb
+from ..gaussians import GaussianModel, quat_to_rotmat, sh0_to_rgb
 from .orientation import UP_AXES, frame_matrix
 
 __all__ = [
@@ -258,20 +258,10 @@ def _gaussian_tensors(params) -> Dict[str, Tensor]:
     }
 
 
-def _rotations(quats: Tensor) -> Tensor:
-    """[N, 3, 3] rotation matrices from quaternions w x y z (normalised here)."""
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(-1, 3, 3)
-
-
 def _covariances(quats: Tensor, log_scales: Tensor, floor: float) -> Tuple[Tensor, Tensor]:
     """(Sigma [N, 3, 3], Sigma^-1 [N, 3, 3]) of ``R diag(s^2) R^T + floor^2 I``: the rotation's eigenbasis is
     kept, so the inverse is exact, ``R diag(1 / (s^2 + floor^2)) R^T``."""
-    R = _rotations(quats)
+    R = quat_to_rotmat(quats)
     var = torch.exp(2.0 * log_scales.clamp(-30.0, 30.0)) + floor * floor
     cov = (R * var[:, None, :]) @ R.transpose(1, 2)
     inv = (R / var[:, None, :]) @ R.transpose(1, 2)
@@ -659,11 +649,6 @@ def _keep_components(v: np.ndarray, f: np.ndarray, min_fraction: float) -> Tuple
     remap[used] = np.arange(used.shape[0])
     dropped = int((~keep_comp & (np.bincount(label, minlength=n_comp) > 0)).sum())
     return v[used], remap[f], dropped
-
-
-def _nonmanifold_edges(f: np.ndarray) -> int:
-    e = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
-    return int((np.unique(e, axis=0, return_counts=True)[1] > 2).sum())
 
 
 def _drop_degenerate(f: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ phones play; yuv420p needs even sizes, so odd ones are padded by one edge pixel.
 the same folder, then ``os.replace``): an error or Ctrl-C never leaves a partial video under the final name.
 
 Anything with ``render_eval(cameras, background) -> (rgb, alpha, depth)`` can be filmed, so a NeRF run
-(:class:`splatgen.representation.NerfRepresentation`) makes a turntable as Gaussians do.
+(:class:`splatgen.representation.nerf.NerfRepresentation`) makes a turntable as Gaussians do.
 """
 
 from __future__ import annotations

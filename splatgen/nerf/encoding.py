@@ -155,6 +155,7 @@ class HashGridEncoding(nn.Module):
 
     Args:
         bound: half side of the cube the inputs live in (inputs are clamped to it).
+        (The NeRF's values of these, and their defaults, are :class:`~splatgen.config.NerfConfig`'s.)
         num_levels, level_dim: ``L`` levels of ``F`` features.
         base_resolution, desired_resolution: coarsest and finest grid resolution.
         log2_hashmap_size: ``T = 2^log2_hashmap_size`` table rows per level (fewer for dense levels).
@@ -164,13 +165,14 @@ class HashGridEncoding(nn.Module):
 
     def __init__(
         self,
-        bound: float = 1.0,
-        num_levels: int = 16,
-        level_dim: int = 2,
-        base_resolution: int = 16,
-        log2_hashmap_size: int = 19,
-        desired_resolution: int = 2048,
-        interpolation: str = "smoothstep",
+        *,
+        bound: float,
+        num_levels: int,
+        level_dim: int,
+        base_resolution: int,
+        log2_hashmap_size: int,
+        desired_resolution: int,
+        interpolation: str,
         chunk: int = 1 << 19,
     ):
         super().__init__()

@@ -36,34 +36,31 @@ class NeRFField(nn.Module):
     ``density = act(raw + blob(x))`` where ``act`` is ``exp`` (truncated gradient) or ``softplus``, and the
     blob is stable-dreamfusion's ``density_blob``: ``blob_density * exp(-|x|^2 / (2 r^2))`` for ``exp``, the
     cone ``blob_density * (1 - |x| / r)`` for ``softplus``. ``albedo = sigmoid(raw_rgb)``.
+
+    The field lives in its encoding's box (``encoding.bound``). The sizes and the blob have no defaults here:
+    :class:`~splatgen.config.NerfConfig` holds them.
     """
 
     def __init__(
         self,
-        bound: float = 1.0,
-        num_levels: int = 16,
-        level_dim: int = 2,
-        base_resolution: int = 16,
-        log2_hashmap_size: int = 19,
-        desired_resolution: int = 2048,
-        hidden_dim: int = 64,
-        num_layers: int = 3,
-        density_activation: str = "exp",
-        blob_density: float = 5.0,
-        blob_radius: float = 0.2,
-        interpolation: str = "smoothstep",
+        encoding: HashGridEncoding,
+        *,
+        hidden_dim: int,
+        num_layers: int,
+        density_activation: str,
+        blob_density: float,
+        blob_radius: float,
         normal_eps: Optional[float] = None,
     ):
         super().__init__()
         if density_activation not in ("exp", "softplus"):
             raise ValueError(f"density_activation must be 'exp' or 'softplus', got {density_activation!r}")
-        self.bound = float(bound)
+        self.bound = encoding.bound
         self.density_activation = density_activation
         self.blob_density = float(blob_density)
         self.blob_radius = float(blob_radius)
         self.normal_eps = 1e-2 * self.bound if normal_eps is None else float(normal_eps)
-        self.encoding = HashGridEncoding(bound, num_levels, level_dim, base_resolution, log2_hashmap_size,
-                                         desired_resolution, interpolation)
+        self.encoding = encoding
         dims = [self.encoding.output_dim] + [hidden_dim] * (num_layers - 1) + [4]
         self.mlp = nn.ModuleList(nn.Linear(dims[i], dims[i + 1]) for i in range(num_layers))
 

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ..cameras import Cameras
 from ..config import NerfConfig
+from .encoding import HashGridEncoding
 from .field import NeRFField
 from .occupancy import OccupancyGrid
 from .render import NerfRenderOutput, render_nerf
@@ -25,13 +26,17 @@ class NeRFModel(nn.Module):
     def __init__(self, cfg: NerfConfig):
         super().__init__()
         self.cfg = cfg
-        self.field = NeRFField(
+        encoding = HashGridEncoding(
             bound=cfg.bound,
             num_levels=cfg.num_levels,
             level_dim=cfg.level_dim,
             base_resolution=cfg.base_resolution,
             log2_hashmap_size=cfg.log2_hashmap_size,
             desired_resolution=cfg.desired_resolution,
+            interpolation="smoothstep",  # stable-dreamfusion's choice for its grid backbone
+        )
+        self.field = NeRFField(
+            encoding,
             hidden_dim=cfg.hidden_dim,
             num_layers=cfg.num_layers,
             density_activation=cfg.density_activation,
@@ -59,7 +64,7 @@ class NeRFModel(nn.Module):
         ]
 
     def make_optimizer(self) -> torch.optim.Adam:
-        """``torch.optim.Adam(param_groups(), betas=(0.9, 0.99), eps=1e-15)``."""
+        """``torch.optim.Adam(param_groups(), betas=(0.9, 0.99), eps=1e-15)``: the optimiser a run trains with."""
         return torch.optim.Adam(self.param_groups(), **ADAM_KWARGS)
 
     # ------------------------------------------------------------------ rendering
@@ -86,12 +91,16 @@ class NeRFModel(nn.Module):
         )
 
     def regularization(self, out: NerfRenderOutput) -> Tensor:
-        """``lambda_entropy * entropy + lambda_orient * orient + lambda_opacity * opacity`` (fixed weights;
-        stable-dreamfusion ramps the entropy weight in over the first half of the run, the caller may too)."""
-        c = self.cfg
-        loss = c.lambda_entropy * out.losses["entropy"] + c.lambda_opacity * out.losses["opacity"]
-        if "orient" in out.losses:
-            loss = loss + c.lambda_orient * out.losses["orient"]
+        """``lambda_entropy * entropy + lambda_orient * orient + lambda_opacity * opacity``: the loss a training
+        step adds (fixed weights; stable-dreamfusion ramps the entropy weight in over the first half of the run).
+        A term whose weight is 0 is left out, not multiplied by 0, so it costs no backward pass and a NaN in it
+        cannot reach the gradients; ``orient`` exists only when the render computed normals."""
+        c, losses = self.cfg, out.losses
+        loss = c.lambda_entropy * losses["entropy"]
+        if c.lambda_orient > 0 and "orient" in losses:
+            loss = loss + c.lambda_orient * losses["orient"]
+        if c.lambda_opacity > 0:
+            loss = loss + c.lambda_opacity * losses["opacity"]
         return loss
 
     # ------------------------------------------------------------------ occupancy

@@ -83,6 +83,3 @@ class OccupancyGrid(nn.Module):
 
     def num_occupied(self) -> int:
         return int(self.bitfield.sum())
-
-    def occupancy_rate(self) -> float:
-        return self.num_occupied() / self.bitfield.numel()

@@ -19,14 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..gaussians import SH_C0, num_sh_bases
+
 MAX_SH_DEGREE = 3
-SH_C0 = 0.2820947917738781
 SH_C1 = 0.48860251190292
-
-
-def num_sh_bases(degree: int) -> int:
-    """Number of SH coefficients ``(degree + 1)^2`` up to and including ``degree``."""
-    return (degree + 1) ** 2
 
 
 def _check_degree(degree: int) -> None:

@@ -49,11 +49,11 @@ import math
 from typing import List, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from .sh import MAX_SH_DEGREE, num_sh_bases, sh_to_rgb
+from ..gaussians import num_sh_bases, quat_to_rotmat
+from .sh import MAX_SH_DEGREE, sh_to_rgb
 
 ALPHA_THRESHOLD = 1.0 / 255.0
 """Per-Gaussian alpha below which a Gaussian is skipped at a pixel (gsplat ``ALPHA_THRESHOLD``)."""
@@ -114,20 +114,6 @@ def check_inputs(
 
 
 # ----------------------------------------------------------------------------------------- projection
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """[..., 4] quaternions (w x y z, any norm) -> [..., 3, 3] rotation matrices (gsplat's formula)."""
-    w, x, y, z = F.normalize(quats, dim=-1).unbind(-1)
-    R = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    )
-    return R.reshape(quats.shape[:-1] + (3, 3))
-
-
 def project(
     means: Tensor,
     quats: Tensor,

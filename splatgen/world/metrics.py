@@ -40,7 +40,8 @@ from torch import Tensor
 
 from ..cameras import Cameras, orbit_cameras
 from ..errors import PromptError, short
-from ..representation import POINTS_MIN_OPACITY, Representation, opaque_centres
+from ..representation import Representation
+from ..representation.gaussian import POINTS_MIN_OPACITY, opaque_centres
 from ..fileio import json_safe, write_json
 from ..rundir import RunView, find_run, load_view
 from .clip_eval import bundled_evaluator, run_r_precision

@@ -290,11 +290,6 @@ class WorldGuidance(Guidance):
                 delattr(self, name)
         self.text_ready = False
 
-    def view_images(self) -> Tensor:
-        """The object's views [V, 3, H, W] in [0, 1] (float32)."""
-        r = self.resolution
-        return ((self.views.float() + 1.0) * 0.5).reshape(-1, 3, r, r)
-
     def describe(self) -> Dict[str, object]:
         counts = {d: sum(1 for x in getattr(self, "view_directions", []) if x == d) for d in DIRECTIONS}
         return {

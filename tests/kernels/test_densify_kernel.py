@@ -25,8 +25,8 @@ import math
 import pytest
 import torch
 
-from splatgen.densify import DensifyParams, DensifyStats, accumulate_stats, densify_decisions, densify_step, quat_to_rotmat
-from splatgen.gaussians import GaussianModel, num_sh_bases
+from splatgen.densify import DensifyParams, DensifyStats, accumulate_stats, densify_decisions, densify_step
+from splatgen.gaussians import GaussianModel, num_sh_bases, quat_to_rotmat
 
 SIZES = [0, 1, 7, 1000, 1537]  # 1537 = three blocks of 512 plus one
 
