@@ -22,6 +22,7 @@ from .export import DEFAULT_UP, export_file
 from .export.formats import BY_NAME
 from .fileio import load_checkpoint
 from .representation import Representation
+from .representation.kinds import representation_class
 
 if TYPE_CHECKING:
     from .rundir import RunFolder
@@ -138,7 +139,7 @@ def check_input(prompt: Any, config: str | Path | Sequence[str | Path] | Config 
     cfg = resolve_config(config, overrides, **kwargs)
     cfg.prompt = prompt
     device = resolve_device(cfg.run.device)
-    check_memory(cfg, device)
+    check_memory(cfg, device, *representation_class(cfg.model.type).estimate_memory(cfg))
     return cfg, device
 
 
@@ -418,7 +419,6 @@ def _deep_merge(a: dict, b: dict) -> dict:
 
 def _maybe_evaluate(run, cfg: Config) -> Optional[Dict[str, Any]]:
     """Ground-truth metrics of a world prompt's run (written to ``metrics.json`` in the run folder), else None."""
-    from .representation.kinds import representation_class
     from .rundir import RunView
     from .world.grammar import is_world_prompt
 

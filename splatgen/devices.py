@@ -48,39 +48,20 @@ def available_memory(device: torch.device) -> Optional[int]:
     return None
 
 
-def estimate_memory(cfg: Config) -> int:
-    """A rough lower bound of the bytes a run needs at its largest (guidance weights not counted): the Gaussians'
-    parameters with their gradients and Adam moments at the densification cap, and the renders of one step at
-    the largest resolution with what autograd keeps of them. Meant to refuse sizes that cannot fit, up front."""
-    m = cfg.model
-    pixels = cfg.camera.batch_size * _largest_side(cfg) ** 2
-    if m.type == "nerf":
-        n = cfg.nerf
-        samples = pixels * (n.num_steps + n.upsample_steps)
-        return samples * 4 * (3 + n.num_levels * n.level_dim + 2 * n.hidden_dim) * 2
-    floats = 14 + 3 * ((m.sh_degree + 1) ** 2 - 1)  # means 3, scales 3, quats 4, opacity 1, sh0 3, shN
-    return _most_gaussians(cfg) * floats * 4 * 4 + pixels * 4 * 64
-
-
-def _largest_side(cfg: Config) -> int:
+def largest_side(cfg: Config) -> int:
     """The largest render side of the run (its resolution milestones included)."""
     r = cfg.render
     return max([r.resolution] + [int(x[1]) for x in r.resolution_milestones])
 
 
-def _most_gaussians(cfg: Config) -> int:
-    """The most Gaussians the run can hold: the initial count, or the densification cap when it densifies."""
-    return max(cfg.model.num_points, cfg.densify.max_gaussians if cfg.densify.enabled else 0)
-
-
-def check_memory(cfg: Config, device: torch.device) -> None:
-    """Refuse, with the numbers, a config whose :func:`estimate_memory` exceeds what ``device`` has free."""
-    need, free = estimate_memory(cfg), available_memory(device)
+def check_memory(cfg: Config, device: torch.device, need: int, size: str) -> None:
+    """Refuse, with the numbers, a run that needs ``need`` bytes (its representation's
+    ``estimate_memory(cfg)``; ``size``: what holds them, "Gaussians up to 40000") where ``device`` has less free."""
+    free = available_memory(device)
     if free is not None and need > free:
         gib = 1024**3
         raise DeviceError(
-            f"this config needs at least {need / gib:.1f} GiB on {device} (Gaussians up to "
-            f"{_most_gaussians(cfg)}, {cfg.camera.batch_size} views of up to {_largest_side(cfg)} px) but "
-            f"{free / gib:.1f} GiB is free; lower render.resolution, camera.batch_size, model.num_points or "
-            "densify.max_gaussians"
+            f"this config needs at least {need / gib:.1f} GiB on {device} ({size}, {cfg.camera.batch_size} views "
+            f"of up to {largest_side(cfg)} px) but {free / gib:.1f} GiB is free; lower render.resolution, "
+            "camera.batch_size, model.num_points or densify.max_gaussians"
         )

@@ -170,3 +170,23 @@ def test_a_nerf_run_is_its_seed(tmp_path):
     state = torch.get_rng_state()
     NerfRepresentation(load_config(["world", "nerf"], NERF_TINY), torch.device("cpu"), torch.Generator())
     assert torch.equal(torch.get_rng_state(), state)
+
+
+@pytest.mark.parametrize("kind", ["gaussians", "nerf"])
+def test_each_kind_estimates_its_memory_and_a_run_that_cannot_fit_is_refused_up_front(kind, monkeypatch):
+    """The memory check asks the kind (no kind strings in devices.py): its bound grows with the render size, and
+    a device with less free than that refuses the run in check_input, naming what holds the bytes."""
+    from splatgen import api, devices
+    from splatgen.errors import DeviceError
+    from splatgen.representation.kinds import representation_class
+
+    files = ["world"] + (["nerf"] if kind == "nerf" else [])
+    small, large = (load_config(files, [f"render.resolution={r}"]) for r in (32, 128))
+    cls = representation_class(kind)
+    (need_small, what), (need_large, _) = cls.estimate_memory(small), cls.estimate_memory(large)
+    assert 0 < need_small < need_large
+    assert ("Gaussians up to" if kind == "gaussians" else "ray samples") in what
+    monkeypatch.setattr(devices, "available_memory", lambda device: need_large - 1)
+    with pytest.raises(DeviceError, match=f"{what.split()[-1] if kind == 'gaussians' else 'ray samples'}.*GiB is free"):
+        api.check_input("a red mug", files, ["render.resolution=128", "run.device=cpu"])
+    api.check_input("a red mug", files, ["render.resolution=32", "run.device=cpu"])  # fits: no error

@@ -72,6 +72,13 @@ class Representation(ABC):
     module: torch.nn.Module
     optimizer: torch.optim.Optimizer
 
+    @classmethod
+    @abstractmethod
+    def estimate_memory(cls, cfg: Config) -> Tuple[int, str]:
+        """A rough lower bound of the bytes a run of this kind needs at its largest (guidance weights not
+        counted), and what holds them in words ("Gaussians up to 40000"): :func:`splatgen.devices.check_memory`
+        refuses sizes that cannot fit, up front."""
+
     @abstractmethod
     def begin_step(self, step: int) -> None: ...
 

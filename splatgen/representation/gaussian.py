@@ -13,7 +13,8 @@ from ..cameras import Cameras
 from ..config import Config
 from ..densify import DensifyParams, DensifyStats
 from ..errors import ZeroGaussiansError
-from ..gaussians import GaussianModel
+from ..devices import largest_side
+from ..gaussians import GaussianModel, num_sh_bases
 from ..kernels_glue import accumulate_stats, densify_step, resolve_kernel_backend
 from ..render import render, resolve_backend
 from . import RepOutput, Representation
@@ -24,6 +25,15 @@ class GaussianRepresentation(Representation):
 
     kind, ply_name, size_name = "gaussians", "splats.ply", "num_gaussians"
     model_file, interrupted_files = ply_name, ("interrupted.ply", "last_good.ply")
+
+    @classmethod
+    def estimate_memory(cls, cfg: Config) -> Tuple[int, str]:
+        """The Gaussians' parameters with their gradients and Adam moments at the densification cap, and the
+        renders of one step at the largest resolution with what autograd keeps of them."""
+        most = max(cfg.model.num_points, cfg.densify.max_gaussians if cfg.densify.enabled else 0)
+        floats = 14 + 3 * (num_sh_bases(cfg.model.sh_degree) - 1)  # means 3, scales 3, quats 4, opacity 1, sh0 3, shN
+        pixels = cfg.camera.batch_size * largest_side(cfg) ** 2
+        return most * floats * 4 * 4 + pixels * 4 * 64, f"Gaussians up to {most}"
     parameters_name = "the Gaussians' parameters"
 
     def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator,

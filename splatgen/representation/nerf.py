@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..cameras import Cameras
 from ..config import Config
+from ..devices import largest_side
 from ..nerf import NeRFModel, nerf_to_gaussian_params
 from . import RepOutput, Representation
 
@@ -20,6 +21,14 @@ class NerfRepresentation(Representation):
 
     kind, ply_name, size_name = "nerf", "nerf.ply", "num_occupied"
     model_file, interrupted_files = "checkpoints/final.pt", ("checkpoints/interrupted.pt",)
+
+    @classmethod
+    def estimate_memory(cls, cfg: Config) -> Tuple[int, str]:
+        """The ray samples of one step at the largest resolution, each with its encoding and hidden features
+        kept for the backward pass."""
+        n = cfg.nerf
+        samples = cfg.camera.batch_size * largest_side(cfg) ** 2 * (n.num_steps + n.upsample_steps)
+        return samples * 4 * (3 + n.num_levels * n.level_dim + 2 * n.hidden_dim) * 2, f"{samples} ray samples a step"
     parameters_name = "the NeRF's parameters"
 
     def __init__(self, cfg: Config, device: torch.device, generator: torch.Generator,
