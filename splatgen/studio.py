@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from .errors import SplatgenError, short
-from .viewer import DEFAULT_HOST, DEFAULT_PORT, LiveViewer, server_url, start_server
+from .viewer import DEFAULT_HOST, DEFAULT_PORT, LiveViewer, server_url, start_server, wait_for_ctrl_c
 
 log = logging.getLogger("splatgen")
 
@@ -469,11 +469,5 @@ def serve_studio(runs_dir: Union[str, Path] = "runs", host: str = DEFAULT_HOST, 
     print(f"splatgen: studio for {runs_dir} at {studio.url}" + (" (Ctrl-C to stop)" if block else ""), flush=True)
     if not block:
         return studio
-    try:
-        while True:
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        studio.close()
+    wait_for_ctrl_c(studio.close)
     return studio

@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -225,13 +225,7 @@ def serve_run(
     print(f"splatgen: viewing {ply} at {url}" + (" (Ctrl-C to stop)" if block else ""), flush=True)
     if not block:
         return server
-    try:
-        while True:
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    wait_for_ctrl_c(server.stop)
     return server
 
 
@@ -342,3 +336,14 @@ class LiveViewer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def wait_for_ctrl_c(close: Callable[[], None]) -> None:
+    """Block until Ctrl-C (KeyboardInterrupt), then ``close()`` (also if anything else ends the wait)."""
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        close()
