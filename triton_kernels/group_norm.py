@@ -184,7 +184,8 @@ def _norm_kernel(
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     w, b, _, _ = _channel_params(w_ptr, b_ptr, G, CG, G_PAD, CG_PAD)
     mean, rstd = _group_stats(mean_ptr, rstd_ptr, n, G, G_PAD)
-    z = (x - mean[None, :, None]) * rstd[None, :, None] * w[None, :, :] + b[None, :, :]
+    xhat = tl.where(mask, (x - mean[None, :, None]) * rstd[None, :, None], 0.0)  # as in _bwd_tile
+    z = xhat * w[None, :, :] + b[None, :, :]
     if ACT:
         z = z * tl.sigmoid(z)
     tl.store(y_ptr + offs, z.to(y_ptr.dtype.element_ty), mask=mask)
@@ -195,7 +196,8 @@ def _bwd_tile(x_ptr, dy_ptr, offs, mask, w, b, mean, rstd, ACT: tl.constexpr):
     """(xhat, dz) of one tile, float32; dz is 0 on masked lanes."""
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    xhat = (x - mean[None, :, None]) * rstd[None, :, None]
+    # 0 on masked lanes (keeps the interpreter's exp from overflowing there; dz is 0 anyway)
+    xhat = tl.where(mask, (x - mean[None, :, None]) * rstd[None, :, None], 0.0)
     if ACT:
         dy = dy * _silu_grad(xhat * w[None, :, :] + b[None, :, :])
     return xhat, dy

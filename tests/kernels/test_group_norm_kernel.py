@@ -1,0 +1,170 @@
+"""The fused channels-last GroupNorm (+ SiLU) kernels against the PyTorch reference (``F.group_norm`` + ``F.silu``).
+
+The reference runs in float64 on the same input values, so it is the exact answer to within 1e-15 and every
+difference is the kernel's own error. Tolerances, with u the unit roundoff of the output dtype:
+
+- float32 (u = 2^-24). Every statistic is a float32 reduction of at most ``depth`` levels (a tile's tree of
+  log2(BLOCK_P C/G) levels, the sequential walk over a program's tiles, the finalize's chunks and tree, the sum
+  over N), and Chan's merges add no cancellation, so mean, rstd and the channel sums carry at most ``depth`` u
+  relative to the sum of |terms|; the element-wise outputs add a few more roundings. The mean's error is
+  relative to |x|, not to the spread, so it moves xhat = (x - mean) rstd by up to that much times
+  A = max|x| max(rstd) (about 4 for centred data; inherent to float32, whatever the algorithm). We allow
+  (depth + 8) u A x the largest reference value for y and dx, and (depth + 8) u A x (sum |dz xhat| + sum |dz|) for dw and db.
+- float16 / bfloat16 (u = 2^-11 / 2^-8). Inputs are read exactly and everything is computed in float32, then
+  rounded once to the output dtype: the error is at most u |ref| plus the float32 error above (the float32
+  bound, used as the absolute part). One exception: Triton's interpreter converts float32 to bfloat16 by
+  truncation half the time (numpy has no bfloat16; compiled kernels round to nearest), so under the interpreter
+  the bfloat16 bound is one ulp, 2^-7 |ref|.
+"""
+
+import math
+
+import pytest
+import torch
+
+U32 = 2.0**-24
+
+
+def out_u(dtype):
+    """Error of the final rounding to ``dtype``, relative (see the module docstring)."""
+    from splatgen_kernels._utils import is_interpreted
+
+    if dtype == torch.bfloat16:
+        return 2.0**-7 if is_interpreted(gn()._norm_kernel) else 2.0**-8
+    return {torch.float32: 0.0, torch.float16: 2.0**-11}[dtype]
+
+
+def gn():
+    import splatgen_kernels.group_norm as G
+
+    return G
+
+
+def make(shape, groups, dtype, device, seed=0, offset=0.0, channels_last=True):
+    g = torch.Generator().manual_seed(seed)
+    N, C = shape[:2]
+    x = (torch.randn(shape, generator=g) * 2.0 + offset).to(dtype)
+    if channels_last:
+        x = x.movedim(1, -1).contiguous().movedim(-1, 1)  # NHWC storage, NCHW shape (also for 3D / 5D)
+    w = (torch.randn(C, generator=g) * 0.5 + 1.0).to(dtype)
+    b = (torch.randn(C, generator=g) * 0.5).to(dtype)
+    dy = torch.randn(shape, generator=g).to(dtype)
+    return x.to(device), w.to(device), b.to(device), dy.to(device)
+
+
+def reference(x, groups, w, b, dy, eps, act):
+    """float64 outputs and gradients of the PyTorch reference, and the abs-sums that bound dw / db."""
+    x64, w64, b64 = (t.detach().double().cpu().requires_grad_() for t in (x, w, b))
+    y = gn().group_norm_silu_reference(x64, groups, w64, b64, eps, act)
+    dx, dw, db = torch.autograd.grad(y, (x64, w64, b64), dy.double().cpu())
+    with torch.no_grad():
+        z = torch.nn.functional.group_norm(x64, groups, None, None, eps)  # xhat
+        zz = z * w64.view(1, -1, *[1] * (x.dim() - 2)) + b64.view(1, -1, *[1] * (x.dim() - 2))
+        dz = dy.double().cpu()
+        if act:
+            s = torch.sigmoid(zz)
+            dz = dz * s * (1 + zz * (1 - s))
+        dims = [0, *range(2, x.dim())]
+        abs_db, abs_dw = dz.abs().sum(dims), (dz * z).abs().sum(dims)
+    return y.detach(), dx, dw, db, abs_dw, abs_db
+
+
+def depth(shape, groups):
+    sh = gn()._Shape(shape[0], math.prod(shape[2:]), shape[1], groups)
+    return (math.log2(sh.BLOCK_P * sh.CG_PAD) + sh.TILES + math.log2(gn()._FINAL_BLOCK) + math.ceil(sh.S / gn()._FINAL_BLOCK)
+            + shape[0])
+
+
+def check(shape, groups, dtype, device, act=True, eps=1e-6, seed=0, offset=0.0, channels_last=True):
+    x, w, b, dy = make(shape, groups, dtype, device, seed, offset, channels_last)
+    x.requires_grad_(), w.requires_grad_(), b.requires_grad_()
+    y = gn().group_norm_silu_triton(x, groups, w, b, eps, act)
+    dx, dw, db = torch.autograd.grad(y, (x, w, b), dy)
+    ry, rdx, rdw, rdb, abs_dw, abs_db = reference(x, groups, w, b, dy, eps, act)
+    assert y.dtype == dtype and y.shape == x.shape
+    assert y.movedim(1, -1).is_contiguous() and dx.movedim(1, -1).is_contiguous()  # channels-last out
+    assert dx.dtype == dtype and dw.dtype == w.dtype and db.dtype == b.dtype
+    x64 = x.detach().double().cpu()
+    std = x64.reshape(shape[0], groups, -1).var(-1, unbiased=False).add(eps).sqrt()
+    amplification = max(1.0, float(x64.abs().max() / std.min()))
+    k32 = (depth(shape, groups) + 8) * U32 * amplification
+    u = out_u(dtype)
+    for name, got, ref in (("y", y, ry), ("dx", dx, rdx)):
+        err = (got.detach().double().cpu() - ref).abs()
+        bound = u * ref.abs() + k32 * float(ref.abs().max())
+        assert (err <= bound).all(), f"{name}: max error {float(err.max()):.3g}, worst excess {float((err - bound).max()):.3g}"
+    for name, got, ref in (("dw", dw, rdw), ("db", db, rdb)):
+        err = (got.double().cpu() - ref).abs()
+        bound = u * ref.abs() + k32 * (abs_dw + abs_db)  # an xhat error reaches dw through sum |dz|
+        assert (err <= bound).all(), f"{name}: max error {float(err.max()):.3g}"
+    return y, dx, dw, db
+
+
+@pytest.fixture(params=["default", "small-tiles"])
+def geometry(request, monkeypatch):
+    """'small-tiles' shrinks the tiles and the program count so the small test shapes walk several tiles per
+    program, several slices per sample and several finalize chunks, with short last ones."""
+    if request.param == "small-tiles":
+        monkeypatch.setattr(gn(), "TILE_ELEMENTS", 128)
+        monkeypatch.setattr(gn(), "TARGET_PROGRAMS", 6)
+        monkeypatch.setattr(gn(), "_FINAL_BLOCK", 2)
+    return request.param
+
+
+# (N, C, H, W), groups: the SD VAE's 32 groups at small widths; H*W odd and prime; C/G = 3 (not a power of 2),
+# C/G = 1; one pixel (variance 0: rstd = 1/sqrt(eps)).
+SHAPES = [((2, 64, 8, 8), 8), ((2, 64, 8, 8), 32), ((2, 64, 5, 7), 16), ((1, 96, 3, 5), 32), ((2, 32, 9, 9), 32),
+          ((3, 32, 1, 1), 8)]
+
+
+@pytest.mark.parametrize("shape,groups", SHAPES)
+@pytest.mark.parametrize("act", [True, False])
+def test_float32_matches_reference(device, geometry, shape, groups, act):
+    check(shape, groups, torch.float32, device, act=act, seed=sum(shape) + groups)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape,groups", [((2, 64, 8, 8), 32), ((2, 64, 5, 7), 8)])
+def test_half_precision_matches_reference(device, geometry, dtype, shape, groups):
+    check(shape, groups, dtype, device, seed=groups)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_large_mean_keeps_the_variance(device, geometry, dtype):
+    # mean 300, std 2: a float32 sum of squares would lose about 14 of its 24 bits to cancellation.
+    check((2, 64, 7, 9), 32, dtype, device, offset=300.0, seed=5)
+
+
+def test_other_layouts_and_ranks(device):
+    # an NCHW-contiguous input is copied once and gives the same values; [N, C, L] (the attention's view)
+    # and [N, C, D, H, W] work too.
+    check((2, 64, 5, 7), 32, torch.float32, device, channels_last=False, seed=6)
+    check((2, 64, 35), 32, torch.float32, device, seed=7)
+    check((2, 32, 3, 4, 5), 8, torch.float32, device, seed=8)
+
+
+def test_parameters_in_float32_with_half_activations(device):
+    # autocast-style: fp16 activations, fp32 parameters; the parameter gradients stay float32.
+    x, w, b, dy = make((2, 64, 6, 6), 32, torch.float16, device, seed=9)
+    w, b = w.float().requires_grad_(), b.float().requires_grad_()
+    x.requires_grad_()
+    y = gn().group_norm_silu_triton(x, 32, w, b, 1e-6)
+    dx, dw, db = torch.autograd.grad(y, (x, w, b), dy)
+    assert y.dtype == dx.dtype == torch.float16 and dw.dtype == db.dtype == torch.float32
+    ry, rdx, rdw, *_ = reference(x, 32, w, b, dy, 1e-6, True)
+    torch.testing.assert_close(y.double().cpu(), ry, rtol=2.0**-11, atol=1e-5)
+    torch.testing.assert_close(dw.double().cpu(), rdw, rtol=1e-5, atol=1e-5)
+
+
+def test_deterministic(device):
+    outs = [check((2, 64, 5, 7), 16, torch.float16, device, seed=10) for _ in range(2)]
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
+def test_bad_groups_and_parameters_say_what_is_wrong(device):
+    x, w, b, _ = make((1, 48, 2, 2), 8, torch.float32, device)
+    with pytest.raises(ValueError, match="must divide the 48 channels"):
+        gn().group_norm_silu_triton(x, 32, w, b)
+    with pytest.raises(ValueError, match="must hold 48 values"):
+        gn().group_norm_silu_triton(x, 8, w[:4], b)
