@@ -53,14 +53,14 @@ def make(shape, groups, dtype, device, seed=0, offset=0.0, channels_last=True):
 
 
 def reference(x, groups, w, b, dy, eps, act):
-    """float64 outputs and gradients of the PyTorch reference, and the abs-sums that bound dw / db."""
-    x64, w64, b64 = (t.detach().double().cpu().requires_grad_() for t in (x, w, b))
+    """float64 outputs and gradients of the PyTorch reference (on x's device), and the abs-sums that bound dw / db."""
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
     y = gn().group_norm_silu_reference(x64, groups, w64, b64, eps, act)
-    dx, dw, db = torch.autograd.grad(y, (x64, w64, b64), dy.double().cpu())
+    dx, dw, db = torch.autograd.grad(y, (x64, w64, b64), dy.double())
     with torch.no_grad():
         z = torch.nn.functional.group_norm(x64, groups, None, None, eps)  # xhat
         zz = z * w64.view(1, -1, *[1] * (x.dim() - 2)) + b64.view(1, -1, *[1] * (x.dim() - 2))
-        dz = dy.double().cpu()
+        dz = dy.double()
         if act:
             s = torch.sigmoid(zz)
             dz = dz * s * (1 + zz * (1 - s))
@@ -84,17 +84,17 @@ def check(shape, groups, dtype, device, act=True, eps=1e-6, seed=0, offset=0.0, 
     assert y.dtype == dtype and y.shape == x.shape
     assert y.movedim(1, -1).is_contiguous() and dx.movedim(1, -1).is_contiguous()  # channels-last out
     assert dx.dtype == dtype and dw.dtype == w.dtype and db.dtype == b.dtype
-    x64 = x.detach().double().cpu()
+    x64 = x.detach().double()
     std = x64.reshape(shape[0], groups, -1).var(-1, unbiased=False).add(eps).sqrt()
     amplification = max(1.0, float(x64.abs().max() / std.min()))
     k32 = (depth(shape, groups) + 8) * U32 * amplification
     u = out_u(dtype)
     for name, got, ref in (("y", y, ry), ("dx", dx, rdx)):
-        err = (got.detach().double().cpu() - ref).abs()
+        err = (got.detach().double() - ref).abs()
         bound = u * ref.abs() + k32 * float(ref.abs().max())
         assert (err <= bound).all(), f"{name}: max error {float(err.max()):.3g}, worst excess {float((err - bound).max()):.3g}"
     for name, got, ref in (("dw", dw, rdw), ("db", db, rdb)):
-        err = (got.double().cpu() - ref).abs()
+        err = (got.double() - ref).abs()
         bound = u * ref.abs() + k32 * (abs_dw + abs_db)  # an xhat error reaches dw through sum |dz|
         assert (err <= bound).all(), f"{name}: max error {float(err.max()):.3g}"
     return y, dx, dw, db
@@ -152,8 +152,8 @@ def test_parameters_in_float32_with_half_activations(device):
     dx, dw, db = torch.autograd.grad(y, (x, w, b), dy)
     assert y.dtype == dx.dtype == torch.float16 and dw.dtype == db.dtype == torch.float32
     ry, rdx, rdw, *_ = reference(x, 32, w, b, dy, 1e-6, True)
-    torch.testing.assert_close(y.double().cpu(), ry, rtol=2.0**-11, atol=1e-5)
-    torch.testing.assert_close(dw.double().cpu(), rdw, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y.double(), ry, rtol=2.0**-11, atol=1e-5)
+    torch.testing.assert_close(dw.double(), rdw, rtol=1e-5, atol=1e-5)
 
 
 def test_deterministic(device):
