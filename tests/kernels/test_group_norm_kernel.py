@@ -250,3 +250,22 @@ def test_config_switch_without_triton_device_says_so(tmp_path, monkeypatch):
                                          fused_group_norm=True))
     with pytest.raises(ConfigError, match=r"guidance.fused_group_norm=true needs Triton on a CUDA device"):
         build_guidance(cfg, "cpu")
+
+
+def test_benchmark_small_runs(tmp_path):
+    """``benchmarks/perf/group_norm.py --small`` (the GPU benchmark's smoke test) runs and writes its JSON."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "gn.json"
+    r = subprocess.run([sys.executable, str(root / "benchmarks/perf/group_norm.py"), "--small", "--skip-encoder",
+                        "--warmup", "0", "--reps", "1", "--out", str(out)], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert {row["op"] for row in result["ops"]} == {"torch-nchw", "torch-channels-last", "fused"}
+    assert result["environment"]["command"].startswith("python") and "device" in result["environment"]
