@@ -262,3 +262,17 @@ def test_benchmark_small_runs(tmp_path):
     result = json.loads(out.read_text())
     assert {row["op"] for row in result["ops"]} == {"torch-nchw", "torch-channels-last", "fused"}
     assert result["environment"]["command"].startswith("python") and "device" in result["environment"]
+
+
+def test_fused_norm_under_torch_compile(device):
+    # guidance.compile='vae' with the swap: Dynamo must run the fused norm eagerly (it cannot trace the launcher)
+    from splatgen.guidance.fused_norm import FusedGroupNorm
+
+    norm = FusedGroupNorm(torch.nn.GroupNorm(8, 32).to(device), True)
+    x = torch.randn(2, 32, 5, 5, device=device).contiguous(memory_format=torch.channels_last).requires_grad_()
+    compiled = torch.compile(lambda t: norm(t) * 2.0, backend="eager")
+    y = compiled(x)
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    ref = norm(x) * 2.0
+    (ref_gx,) = torch.autograd.grad(ref.sum(), x)
+    assert torch.equal(y, ref) and torch.equal(gx, ref_gx)
