@@ -171,7 +171,8 @@ def encoder_rows(args, device: torch.device) -> List[Dict]:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         ms = timed(step, args.warmup, args.reps, device)
-        row = dict(variant=variant, dtype=args.encoder_dtype, input=[n, 3, side, side], forward_backward_ms=round(ms, 3))
+        row = dict(variant=variant, dtype=args.encoder_dtype, input=[n, 3, side, side],
+                   forward_backward_ms=round(ms, 3))
         if device.type == "cuda":
             row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         if ref is None:
@@ -183,7 +184,7 @@ def encoder_rows(args, device: torch.device) -> List[Dict]:
             row["top_kernels"] = top_kernels(step, device)
         rows.append(row)
         print(f"encoder {variant:14s} {args.encoder_dtype} {n}x3x{side}x{side}: fwd+bwd {ms:.2f} ms", flush=True)
-        del enc, x, z
+        enc = x = z = None  # free this variant's encoder and activations before the next one is built
     return rows
 
 

@@ -32,9 +32,9 @@ class FusedGroupNorm(nn.GroupNorm):
         self.weight, self.bias = norm.weight, norm.bias
         self.act = bool(act)
 
-    # torch.compile (guidance.compile='vae') stops at the norm and runs it eagerly: Dynamo fails inside the Triton
-    # launcher instead of breaking the graph (seen with the interpreter's kernels). Registering it as a torch.library op would let
-    # Inductor see it; worth doing only if the GPU measurement keeps the switch.
+    # torch.compile (guidance.compile='vae') stops at the norm and runs it eagerly: Dynamo fails inside the
+    # Triton launcher instead of breaking the graph (seen with the interpreter's kernels). Registering it as a
+    # torch.library op would let Inductor see it; worth doing only if the GPU measurement keeps the switch.
     @torch.compiler.disable
     def forward(self, x: Tensor) -> Tensor:
         from splatgen_kernels.group_norm import group_norm_silu_triton

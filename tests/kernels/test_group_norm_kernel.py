@@ -9,7 +9,8 @@ difference is the kernel's own error. Tolerances, with u the unit roundoff of th
   relative to the sum of |terms|; the element-wise outputs add a few more roundings. The mean's error is
   relative to |x|, not to the spread, so it moves xhat = (x - mean) rstd by up to that much times
   A = max|x| max(rstd) (about 4 for centred data; inherent to float32, whatever the algorithm). We allow
-  (depth + 8) u A x the largest reference value for y and dx, and (depth + 8) u A x (sum |dz xhat| + sum |dz|) for dw and db.
+  (depth + 8) u A x the largest reference value for y and dx, and (depth + 8) u A x (sum |dz xhat| + sum |dz|)
+  for dw and db.
 - float16 / bfloat16 (u = 2^-11 / 2^-8). Inputs are read exactly and everything is computed in float32, then
   rounded once to the output dtype: the error is at most u |ref| plus the float32 error above (the float32
   bound, used as the absolute part). One exception: Triton's interpreter converts float32 to bfloat16 by
@@ -71,7 +72,8 @@ def reference(x, groups, w, b, dy, eps, act):
 
 def depth(shape, groups):
     sh = gn()._Shape(shape[0], math.prod(shape[2:]), shape[1], groups)
-    return (math.log2(sh.BLOCK_P * sh.CG_PAD) + sh.TILES + math.log2(gn()._FINAL_BLOCK) + math.ceil(sh.S / gn()._FINAL_BLOCK)
+    final = gn()._FINAL_BLOCK
+    return (math.log2(sh.BLOCK_P * sh.CG_PAD) + sh.TILES + math.log2(final) + math.ceil(sh.S / final)
             + shape[0])
 
 
@@ -92,7 +94,8 @@ def check(shape, groups, dtype, device, act=True, eps=1e-6, seed=0, offset=0.0, 
     for name, got, ref in (("y", y, ry), ("dx", dx, rdx)):
         err = (got.detach().double() - ref).abs()
         bound = u * ref.abs() + k32 * float(ref.abs().max())
-        assert (err <= bound).all(), f"{name}: max error {float(err.max()):.3g}, worst excess {float((err - bound).max()):.3g}"
+        excess = float((err - bound).max())
+        assert (err <= bound).all(), f"{name}: max error {float(err.max()):.3g}, worst excess {excess:.3g}"
     for name, got, ref in (("dw", dw, rdw), ("db", db, rdb)):
         err = (got.double() - ref).abs()
         bound = out_u(got.dtype) * ref.abs() + k32 * (abs_dw + abs_db)  # an xhat error reaches dw through sum |dz|
