@@ -32,6 +32,10 @@ def _stable_diffusion(cfg: Config, device: torch.device) -> Guidance:
         guidance.set_tiny_encoder(load_tiny_encoder(g.tiny_vae_model, device, guidance.vae_dtype))
     if g.vae_checkpointing:
         guidance.set_vae_checkpointing(True)
+    if g.fused_group_norm:
+        from .guidance.fused_norm import enable_fused_group_norm  # imports no Triton until the first forward
+
+        enable_fused_group_norm(guidance)
     return guidance
 
 

@@ -329,6 +329,10 @@ class GuidanceConfig:
     vae_checkpointing: bool = False
     """Latent guidance: recompute the VAE encoder's activations during backward instead of keeping them (lower
     peak memory at 512 x 512 with several views, e.g. for 8 GB cards; one extra encoder forward per step)."""
+    fused_group_norm: bool = False
+    """Latent guidance on CUDA: run the VAE encoder channels-last with every GroupNorm (and the SiLU after it) done
+    by one Triton kernel that reads and writes that layout (PyTorch's GroupNorm converts layouts around each norm).
+    Off until measured on the GPU (``benchmarks/perf/group_norm.py``)."""
     world_views: int = 256
     """'world' prior: ground-truth views per object that define the exact denoiser."""
     world_resolution: int = 64

@@ -27,6 +27,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 import splatgen_kernels.densify as D  # noqa: E402
+import splatgen_kernels.group_norm as GN  # noqa: E402
 import splatgen_kernels.sds as S  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -100,6 +101,44 @@ def variants():
                         dict(D=width, DC=dc, MODE=mode if has_param else 0, HAS_PARAM=has_param, NUM_STATES=num_states,
                              BLOCK=D.BLOCK_N, SUB=sub),
                         [k for k in types if k.endswith("ptr")], dict(num_warps=warps, enable_fp_fusion=True)))
+    out += group_norm_variants()
+    return out
+
+
+def group_norm_variants():
+    """The SD VAE encoder's norms: 32 groups of C/G = 4, 8, 16 channels (C = 128, 256, 512); every dtype at the
+    widest, and the plain norm (the attention's, ``ACT=False``) at 512 channels."""
+    out = []
+    opts = dict(num_warps=GN.NUM_WARPS)
+    for x_t, cg in [("fp16", 4), ("fp16", 8), ("fp16", 16), ("bf16", 16), ("fp32", 16)]:
+        sh = GN._Shape(4, 64 * 64, 32 * cg, 32)
+        meta = sh.meta()
+        label = f"group_norm {x_t} C={sh.C}"
+        types = dict(x_ptr=f"*{x_t}", part_mean_ptr="*fp32", part_m2_ptr="*fp32", P="i32", TILES="i32")
+        out.append((f"{label} stats", GN._stats_kernel, types, meta, [k for k in types if k.endswith("ptr")], opts))
+        for act in ((True, False) if cg == 16 and x_t == "fp16" else (True,)):
+            types = dict(x_ptr=f"*{x_t}", w_ptr=f"*{x_t}", b_ptr=f"*{x_t}", mean_ptr="*fp32", rstd_ptr="*fp32",
+                         y_ptr=f"*{x_t}", P="i32")
+            out.append((f"{label} act={act} norm", GN._norm_kernel, types, dict(meta, ACT=act),
+                        [k for k in types if k.endswith("ptr")], opts))
+            types = dict(x_ptr=f"*{x_t}", dy_ptr=f"*{x_t}", w_ptr=f"*{x_t}", b_ptr=f"*{x_t}", mean_ptr="*fp32",
+                         rstd_ptr="*fp32", part_dz_ptr="*fp32", part_dzx_ptr="*fp32", P="i32", TILES="i32")
+            out.append((f"{label} act={act} bwd reduce", GN._bwd_reduce_kernel, types, dict(meta, ACT=act),
+                        [k for k in types if k.endswith("ptr")], opts))
+            types = dict(x_ptr=f"*{x_t}", dy_ptr=f"*{x_t}", w_ptr=f"*{x_t}", b_ptr=f"*{x_t}", mean_ptr="*fp32",
+                         rstd_ptr="*fp32", c1_ptr="*fp32", c2_ptr="*fp32", dx_ptr=f"*{x_t}", P="i32")
+            out.append((f"{label} act={act} bwd dx", GN._bwd_dx_kernel, types, dict(meta, ACT=act),
+                        [k for k in types if k.endswith("ptr")], opts))
+        if x_t == "fp16":
+            types = dict(part_mean_ptr="*fp32", part_m2_ptr="*fp32", mean_ptr="*fp32", rstd_ptr="*fp32", P="i32",
+                         S="i32", ROWS_PER_PART="i32", eps="fp32")
+            out.append((f"{label} stats finalize", GN._stats_finalize_kernel, types,
+                        dict(G=sh.G, CG=sh.CG, BLOCK_S=GN._FINAL_BLOCK, G_PAD=sh.G_PAD), [], dict(num_warps=4)))
+            types = dict(part_dz_ptr="*fp32", part_dzx_ptr="*fp32", w_ptr="*fp16", dz_n_ptr="*fp32", dzx_n_ptr="*fp32",
+                         c1_ptr="*fp32", c2_ptr="*fp32", S="i32", inv_m="fp32")
+            out.append((f"{label} bwd finalize", GN._bwd_finalize_kernel, types,
+                        dict(G=sh.G, CG=sh.CG, BLOCK_S=GN._final_block_s(sh), G_PAD=sh.G_PAD, CG_PAD=sh.CG_PAD), [],
+                        dict(num_warps=4)))
     return out
 
 
