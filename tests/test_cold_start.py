@@ -106,3 +106,18 @@ def test_building_the_bundled_guidance_loads_only_what_it_uses():
     cli_line, guidance_line = r.stdout.strip().split("\n")[-2:]
     assert cli_line == "[]"  # parsing a command line loads no torch, numpy or config library
     assert guidance_line == "PixelGuidance []"
+
+
+@needs_evaluator
+def test_the_evaluator_clip_loads_only_when_the_run_evaluates(tmp_path, monkeypatch):
+    import splatgen.api
+    from test_cli_errors import TINY
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    clip_eval.bundled_evaluator.cache_clear()
+    splatgen.api.generate("a red mug", config="world", overrides=TINY, out_dir=tmp_path / "quiet")
+    assert clip_eval.bundled_evaluator.cache_info().currsize == 0
+    result = splatgen.api.generate("a red mug", config="world", overrides=[*TINY, "run.evaluate=true"],
+                                   out_dir=tmp_path / "evaluated")
+    assert clip_eval.bundled_evaluator.cache_info().currsize == 1
+    assert "r_precision" in result.metrics
