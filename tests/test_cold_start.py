@@ -121,3 +121,22 @@ def test_the_evaluator_clip_loads_only_when_the_run_evaluates(tmp_path, monkeypa
                                    out_dir=tmp_path / "evaluated")
     assert clip_eval.bundled_evaluator.cache_info().currsize == 1
     assert "r_precision" in result.metrics
+
+
+def test_the_cache_key_follows_the_files_captions_and_thread_count(tmp_path):
+    from splatgen.world.clip_eval_cache import caption_features_key
+
+    def key(content: bytes, caption: str, threads: int) -> str:
+        (tmp_path / "weights.bin").write_bytes(content)
+        torch.set_num_threads(threads)
+        return caption_features_key(tmp_path, [caption], torch.device("cpu"))
+
+    before = torch.get_num_threads()
+    try:
+        reference = key(b"\0", "a red mug", 1)
+        assert key(b"\0", "a red mug", 1) == reference
+        assert key(b"\1", "a red mug", 1) != reference  # the files' bytes
+        assert key(b"\0", "a blue mug", 1) != reference  # the captions
+        assert key(b"\0", "a red mug", 2) != reference  # the BLAS may sum in another order
+    finally:
+        torch.set_num_threads(before)

@@ -7,8 +7,9 @@ though they only change when the evaluator's files do. They are kept in the user
 
 The key is a hash of everything the features are a function of: the content of every file of the evaluator
 folder (a hash of the bytes, not the modification time, so a file rewritten in place is never served stale),
-the captions, the device type and the torch and open_clip versions (another build may round differently). A
-hit therefore gives exactly the tensor the text tower would compute. The cache can only save time: a missing,
+the captions, the device (the GPU model; the CPU's vector instructions and thread count) and the torch and
+open_clip versions: what may make another machine or build round differently, since a home folder may be
+shared by several machines. A hit therefore gives exactly the tensor the text tower would compute. The cache can only save time: a missing,
 unreadable or malformed entry is recomputed (and rewritten), and a folder that cannot be written is skipped.
 """
 
@@ -52,12 +53,23 @@ def _version(package: str) -> str:
         return "none"
 
 
+def _device_facts(device: torch.device) -> dict:
+    """What the rounding of the text tower's float32 arithmetic may depend on besides the inputs: the GPU model,
+    or the CPU's vector instructions and the thread count (the BLAS may split its sums by thread)."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return {"type": "cuda", "name": torch.cuda.get_device_name(index), "cuda": torch.version.cuda}
+    if device.type == "cpu":
+        return {"type": "cpu", "isa": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads()}
+    return {"type": device.type}
+
+
 def caption_features_key(folder: Path, texts: Sequence[str], device: torch.device) -> str:
     """Hash of what the features of ``texts`` by the CLIP in ``folder`` on ``device`` depend on."""
     h = hashlib.sha256()
     for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
         h.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    facts = {"texts": list(texts), "device": torch.device(device).type, "torch": torch.__version__,
+    facts = {"texts": list(texts), "device": _device_facts(torch.device(device)), "torch": torch.__version__,
              "open_clip": _version("open_clip_torch")}
     h.update(json.dumps(facts, sort_keys=True).encode())
     return h.hexdigest()
