@@ -26,6 +26,7 @@ from ..cameras import DIRECTIONS
 from ..guidance.text_encoders import EVALUATOR_FOLDER, load_clip_folder
 from ..resources import bundled_prior_path
 from .captions import CaptionTable
+from .clip_eval_cache import cached_caption_features
 from .grammar import is_world_prompt, parse_prompt
 
 
@@ -59,8 +60,12 @@ class Evaluator:
         self.model, self.tokenizer, self.meta = load_clip_folder(folder, self.device)
         self.table = CaptionTable()
         self.image_size = int(self.model.visual.image_size[0]) if isinstance(self.model.visual.image_size, (tuple, list)) else int(self.model.visual.image_size)
-        with torch.no_grad():
-            self.text_features = self.model.encode_text(self.tokenizer(self.table.texts).to(self.device), normalize=True).float()
+        # The same for every process with these files: kept on disk (see clip_eval_cache), not recomputed.
+        self.text_features = cached_caption_features(Path(folder), self.table.texts, self.device, self._caption_features)
+
+    @torch.no_grad()
+    def _caption_features(self) -> Tensor:
+        return self.model.encode_text(self.tokenizer(self.table.texts).to(self.device), normalize=True).float()
 
     @torch.no_grad()
     def image_features(self, images: Tensor, batch_size: int = 512) -> Tensor:
