@@ -549,8 +549,14 @@ def find_resumable(root: str | Path, prompt: str) -> List[Path]:
     return out
 
 
-def config_differences(a: Config, b: Config, ignore: Tuple[str, ...] = ("run.progress", "run.device")) -> List[str]:
-    """Dotted keys whose values differ between two configs (for refusing a resume with another config)."""
+#: settings a resume may change: where the run is shown and logged, not what it computes
+RESUME_MAY_CHANGE: Tuple[str, ...] = ("run.progress", "run.device", "run.tensorboard", "run.wandb", "run.wandb_project",
+                                      "run.wandb_entity", "run.wandb_name", "run.viewer", "run.viewer_port")
+
+
+def config_differences(a: Config, b: Config, ignore: Tuple[str, ...] = RESUME_MAY_CHANGE) -> List[str]:
+    """Dotted keys whose values differ between two configs (for refusing a resume with another config); the
+    ``ignore``d ones (by default the progress bar, device, TensorBoard, W&B and live-view settings) may differ."""
     from omegaconf import OmegaConf
 
     def flat(cfg: Config) -> Dict[str, Any]:

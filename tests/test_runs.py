@@ -308,3 +308,17 @@ def test_checkpoint_loader_reports_a_torn_file(tmp_path):
     p.write_bytes(p.read_bytes()[:40])
     with pytest.raises(SplatgenError, match="not a readable checkpoint"):
         load_checkpoint(p)
+
+
+def test_a_resume_may_change_where_the_run_is_logged_but_not_what_it_computes():
+    """Turning TensorBoard, W&B or the live view on or off for the resumed part is allowed; the run's own
+    settings are not (the resume is bit-identical only with them unchanged)."""
+    from splatgen.config import load_config
+    from splatgen.rundir import RESUME_MAY_CHANGE, config_differences
+
+    base = load_config(["world"])
+    logged = load_config(["world"], ["run.tensorboard=true", "run.wandb=true", "run.wandb_project=other",
+                                      "run.viewer=true", "run.viewer_port=9000", "run.progress=off"])
+    assert config_differences(base, logged) == []
+    assert config_differences(base, load_config(["world"], ["run.steps=41", "run.wandb=true"])) == ["run.steps"]
+    assert all(k.startswith("run.") for k in RESUME_MAY_CHANGE)
