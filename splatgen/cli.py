@@ -264,9 +264,9 @@ def _cmd_export(args) -> int:
     """One row of the format table (:mod:`splatgen.export.formats`) writes the file: splats and meshes from the
     run's splats (``find_splats``: its ``splats.ply``, an interrupted run's ``interrupted.ply``, or a .ply), a
     turntable through the run's own representation (a NeRF run too)."""
-    from .export import OPTIONS, export_file, export_format, load_ply
     from .devices import resolve_device
-    from .rundir import find_splats, load_run
+    from .export import OPTIONS, export_file, export_format
+    from .rundir import export_source
 
     fmt = export_format(args.path)  # an unknown extension is refused before anything is read
     # The options given (export_file refuses one the format does not take, and fills in the others' defaults).
@@ -279,26 +279,17 @@ def _cmd_export(args) -> int:
             raise SplatgenError(f"--cameras gives every frame's camera; leave out {', '.join('--' + k for k in orbit)} "
                                 "(they shape the orbit)")
         options["camera_path"] = read_camera_path(options["camera_path"])
+    film = fmt.kind == "video"
+    source, note = export_source(args.run_dir, film, resolve_device("auto") if film else "cpu")
+    if note:
+        print(f"splatgen: note: {note}", file=sys.stderr)
     bar = None
-    if fmt.kind == "video":
-        device = resolve_device("auto")
-        if args.run_dir.is_file():
-            source = load_ply(args.run_dir, device=device)
-        else:
-            view, source = load_run(args.run_dir, device=device)
-            if view.note:
-                print(f"splatgen: note: {view.note}", file=sys.stderr)
-        if sys.stderr.isatty():
-            from tqdm import tqdm
+    if film and sys.stderr.isatty():
+        from tqdm import tqdm
 
-            total = len(options["camera_path"]) if "camera_path" in options else options.get("frames", OPTIONS["frames"])
-            bar = tqdm(total=total, desc="turntable", unit="frame", dynamic_ncols=True)
-            options["progress"] = lambda done, total: bar.update(done - bar.n)
-    else:
-        src, note = find_splats(args.run_dir)
-        if note:
-            print(f"splatgen: note: {note}", file=sys.stderr)
-        source = load_ply(src)
+        total = len(options["camera_path"]) if "camera_path" in options else options.get("frames", OPTIONS["frames"])
+        bar = tqdm(total=total, desc="turntable", unit="frame", dynamic_ncols=True)
+        options["progress"] = lambda done, total: bar.update(done - bar.n)
     try:
         print(f"wrote {export_file(source, args.path, up=args.up, **options)}")
     finally:

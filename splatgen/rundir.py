@@ -649,6 +649,19 @@ def load_view(view: RunView, device: torch.device | str = "cpu", render_backend:
     return representation_class(cfg.model.type).load(cfg, device, saved)
 
 
+def export_source(path: str | Path, film: bool, device: torch.device | str = "cpu") -> Tuple[Any, str]:
+    """(what ``splatgen export`` writes a file from, a note) for ``path``, a run folder or a ``.ply``: with
+    ``film`` (a turntable) the run's own representation, so a NeRF run is filmed as a NeRF; otherwise its splats
+    (:func:`find_splats`: ``splats.ply``, an interrupted run's ``interrupted.ply``, or the ``.ply`` itself)."""
+    if film:
+        if Path(path).is_file():
+            return load_ply(path, device=device), ""
+        view, rep = load_run(path, device=device)
+        return rep, view.note
+    ply, note = find_splats(path)
+    return load_ply(ply), note
+
+
 def find_splats(path: str | Path) -> Tuple[Path, str]:
     """(the ``.ply`` to read, a note) for ``path``: a ``.ply`` file, a finished run folder, or an interrupted one
     (its ``interrupted.ply``, with a note saying so)."""

@@ -250,15 +250,12 @@ def export_run(run: Union[str, Path], path: Union[str, Path]) -> Path:
     """Write a run as ``path`` (its extension picks the format) with the defaults of ``splatgen export RUN PATH``:
     splats in the format's frame, a mesh with glTF's axes, a turntable at this machine's default size."""
     from .devices import resolve_device
-    from .export import export_file, export_format, load_ply
-    from .rundir import find_splats, load_run
+    from .export import export_file, export_format
+    from .rundir import export_source
 
     path = Path(path)
-    if export_format(path).kind == "video":  # filmed through the run's own representation, as the CLI does
-        source = load_run(run, device=resolve_device("auto"))[1]
-    else:
-        source = load_ply(find_splats(run)[0])
-    export_file(source, path)
+    film = export_format(path).kind == "video"
+    export_file(export_source(run, film, resolve_device("auto") if film else "cpu")[0], path)
     return path
 
 
