@@ -111,7 +111,12 @@ class RunQueue:
             job = Job(next(self._ids), prompt, config, steps)
             self.jobs.append(job)
             if self._worker is None:
-                self._worker = threading.Thread(target=self._work, name="splatgen-studio-runs", daemon=True)
+                import torch
+
+                # OpenMP's thread count is per thread: the worker computes with the submitting thread's, as a
+                # `splatgen generate` in this process would (the same count, the same bytes)
+                self._worker = threading.Thread(target=self._work, args=(torch.get_num_threads(),),
+                                                name="splatgen-studio-runs", daemon=True)
                 self._worker.start()
             self._cond.notify_all()
             self._changed(job)  # shown as queued before the worker can take it
@@ -164,7 +169,10 @@ class RunQueue:
                     return job
                 self._cond.wait()
 
-    def _work(self) -> None:
+    def _work(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
         while True:
             job = self._next()
             if job is None:
