@@ -18,7 +18,7 @@ from .cameras import Cameras, evenly_spaced_cameras
 from .config import Config, config_files, load_config
 from .devices import check_memory, resolve_device
 from .errors import ConfigError, PromptError, RunDirError, short
-from .export import DEFAULT_UP, export_file
+from .export import export_file
 from .export.formats import BY_NAME
 from .fileio import load_checkpoint
 from .representation import Representation
@@ -79,7 +79,8 @@ class GenerationResult:
         """Write the model as a 3DGS-layout .ply (a NeRF writes its density as a point cloud of splats), the file
         ``splatgen export RUN mug.ply`` writes: -Y up, as SuperSplat expects. ``up="z"`` writes the run's own
         frame (+Z up, the bytes of the run folder's ``splats.ply``)."""
-        BY_NAME["ply"].write(self.rep, Path(path), up or DEFAULT_UP["ply"], pad_sh_to_degree3)
+        ply = BY_NAME["ply"]  # by name, not by extension: any file name is written as a .ply
+        ply.write(self.rep, Path(path), up or ply.default_up, pad_sh_to_degree3)
         return Path(path)
 
     def render(

@@ -158,8 +158,8 @@ def _remove(path: Path) -> None:
         pass
 
 
-def atomic_write_bytes(path: Union[str, Path], data: bytes) -> Path:
-    return atomic_write(path, lambda f: f.write(data))
+def atomic_write_bytes(path: Union[str, Path], data: bytes, durable: bool = True) -> Path:
+    return atomic_write(path, lambda f: f.write(data), durable)
 
 
 def atomic_write_text(path: Union[str, Path], text: str) -> Path:

@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -93,19 +92,12 @@ def _read(path: Path, rows: int) -> Optional[Tensor]:
 
 
 def _write(path: Path, features: Tensor) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Written beside its place and renamed into it, so another process never reads half a file.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({_KEY: features.detach().cpu().contiguous()}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    from ..fileio import atomic_write_bytes
+
+    try:  # renamed into place (fileio), so another process never reads half a file
+        atomic_write_bytes(path, save({_KEY: features.detach().cpu().contiguous()}), durable=False)
     except OSError as exc:  # a read-only or full disk: the run goes on without the cache
         log.debug("could not write the cache entry %s (%s)", path, exc)
 
