@@ -49,16 +49,9 @@ def _write_ply(source, path: Path, up: str, pad_sh3: bool) -> str:
     return f"{path} ({save_ply(_gaussians(source), path, pad_sh3, up=up)} Gaussians)"
 
 
-def _write_splat(source, path: Path, up: str) -> str:
-    return f"{path} ({write_splat(_gaussians(source), path, up=up)} Gaussians)"
-
-
-def _write_spz(source, path: Path, up: str) -> str:
-    return f"{path} ({write_spz(_gaussians(source), path, up=up)} Gaussians)"
-
-
-def _write_gltf_splats(source, path: Path, up: str) -> str:
-    return f"{path} ({write_gltf_splats(_gaussians(source), path, up=up)} Gaussians)"
+def _splats_writer(write: Callable[..., int]) -> Callable[..., str]:
+    """A table writer for a splat format without options: ``write(params, path, up=...)`` returns the count."""
+    return lambda source, path, up: f"{path} ({write(_gaussians(source), path, up=up)} Gaussians)"
 
 
 def _write_mesh(source, path: Path, up: str, mesh_resolution: int, iso: Optional[float], faces: int,
@@ -106,11 +99,11 @@ FORMATS: Tuple[ExportFormat, ...] = (
                  "SuperSplat, antimatter15's viewer; Spark and GaussianSplats3D with `--up=y`", _write_ply,
                  ("pad_sh3",)),
     ExportFormat(".splat", "splats", "splats as antimatter15's 32-byte records, half the .ply", DEFAULT_UP["splat"],
-                 "SuperSplat, antimatter15's viewer; Spark and GaussianSplats3D with `--up=y`", _write_splat),
+                 "SuperSplat, antimatter15's viewer; Spark and GaussianSplats3D with `--up=y`", _splats_writer(write_splat)),
     ExportFormat(".spz", "splats", "Niantic's compressed splats (SPZ v3), a quarter of the .ply", DEFAULT_UP["spz"],
-                 "Spark (the format's +Y-up axes)", _write_spz),
+                 "Spark (the format's +Y-up axes)", _splats_writer(write_spz)),
     ExportFormat(".splats.glb", "splats", "glTF 2.0 splats (`KHR_gaussian_splatting`)", DEFAULT_UP["splats.glb"],
-                 "Babylon.js, PlayCanvas, Cesium (glTF's +Y up)", _write_gltf_splats),
+                 "Babylon.js, PlayCanvas, Cesium (glTF's +Y up)", _splats_writer(write_gltf_splats)),
     ExportFormat(".glb", "mesh", "a closed, textured mesh, front facing +Z", DEFAULT_UP["glb"],
                  "Blender, Unity, Unreal, three.js, any glTF viewer", _write_mesh, _MESH_OPTIONS),
     ExportFormat(".obj", "mesh", "the same mesh as OBJ, with a .mtl and a .png beside it", DEFAULT_UP["obj"],
