@@ -84,3 +84,21 @@ def test_report_on_the_suites_own_outputs(results):
     assert methods == {"gaussians-tpsds", "nerf-sds"}
     for png in ("quality_vs_seconds.png", "quality_vs_steps.png", "speed.png"):
         assert (results / png).stat().st_size > 1000
+
+
+def test_quality_track_skips_runs_finished_in_earlier_files(results, tmp_path, capsys):
+    """--skip-done carries a table over several calls: the run that reached its last step in an earlier file is
+    not run again; a run cut short there (no row at its last step) is."""
+    rows = [json.loads(l) for l in (results / "quality.jsonl").read_text().splitlines()][1:]
+    earlier = tmp_path / "earlier.jsonl"
+    cut = [r for r in rows if r["method"] == "nerf-sds" and r["step"] < r["steps_total"]]
+    finished = [r for r in rows if r["method"] == "gaussians-tpsds"]
+    assert cut and finished
+    earlier.write_text("".join(json.dumps(r) + "\n" for r in finished + cut) + '{"cut short by a ki')
+    assert quality.finished_runs([earlier]) == {("world", "gaussians-tpsds", "a red mug", 0)}
+    out = tmp_path / "more.jsonl"
+    quality.main(["--small", "--out", str(out), "--priors", "world", "--methods", "gaussians-tpsds", "nerf-sds",
+                  "--prompts", "a red mug", "--seeds", "0", "--workers", "1", "--skip-done", str(earlier)])
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert lines[0]["meta"]["jobs"] == 1
+    assert {r["method"] for r in lines[1:]} == {"nerf-sds"}

@@ -14,7 +14,9 @@
 #   explore  the 16 tuning prompts x 2 seeds x EXPLORE_METHODS (bundled)                                EXPLORE_S=300
 #   tests    pytest -m gpu tests/gpu/test_losses_gpu.py                                                    TESTS_S=120
 # Carry .whlxz (or .whl) and, after the first call, .gsplat_xz (the gsplat build comes back as gsplat_cuda.so.xz).
-# PROCS sets the worker processes of the table and the sweep (default 13: 10 bundled + 3 world).
+# PROCS sets the worker processes of the table and the sweep (default 13: 10 bundled + 3 world). EVALS sets the
+# evaluations per run (default 10: the curves; 1 scores the last step only and leaves more of the GPU to the runs).
+# SKIP_DONE names quality.jsonl files whose finished runs the table leaves out (a table carried over several calls).
 set -o pipefail
 : "${OUT:?OUT must name the output folder}"
 PROCS=${PROCS:-13}
@@ -26,7 +28,9 @@ if [ -f "$OUT/gsplat_cuda.so" ]; then xz -6 -c "$OUT/gsplat_cuda.so" > "$OUT/gsp
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$LOG" 2>&1
 echo "[losses_call] setup done at $(( $(date +%s) - T0 )) s" | tee -a "$LOG"
 step() { local limit=$1; shift; echo "== $* (limit ${limit}s, at $(( $(date +%s) - T0 )) s)" | tee -a "$LOG"; timeout -s TERM "$limit" "$@" >> "$LOG" 2>&1; echo "   exit $? at $(( $(date +%s) - T0 )) s" | tee -a "$LOG"; }
-Q="python3 benchmarks/suite/quality.py"
+Q="python3 benchmarks/suite/quality.py --evals ${EVALS:-10}"
+SKIP=()
+if [ -n "${SKIP_DONE:-}" ]; then SKIP=(--skip-done $SKIP_DONE); fi
 PREV=/tmp/previews
 mkdir -p $PREV
 VARIANTS=(--variant pn2 guidance.perp_neg=true guidance.perp_neg_weight=2
@@ -51,9 +55,10 @@ for phase in "$@"; do
     table)
       step "${TABLE_S:-400}" $Q --out "$OUT/table_bundled.jsonl" --priors bundled --prompt-set 20 \
           --seeds ${TABLE_SEEDS:-0 1 2} --procs-per-gpu $((PROCS - 3)) --previews $PREV "${VARIANTS[@]}" \
-          --methods $TABLE_METHODS &
+          "${SKIP[@]}" --methods $TABLE_METHODS &
       step "${TABLE_S:-400}" $Q --out "$OUT/table_world.jsonl" --priors world --prompt-set 10 \
-          --seeds ${TABLE_SEEDS:-0 1 2} --procs-per-gpu 3 --previews $PREV "${VARIANTS[@]}" --methods $WORLD_METHODS &
+          --seeds ${TABLE_SEEDS:-0 1 2} --procs-per-gpu 3 --previews $PREV "${VARIANTS[@]}" "${SKIP[@]}" \
+          --methods $WORLD_METHODS &
       wait ;;
     explore)
       step "${EXPLORE_S:-300}" $Q --out "$OUT/explore_bundled.jsonl" --priors bundled --prompt-set other16 --seeds 0 1 \

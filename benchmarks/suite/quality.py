@@ -195,7 +195,24 @@ def make_jobs(args) -> List[dict]:
                                  "method_overrides": list(METHODS[method][1])})
     # Seed by seed (a run cut short by a time limit loses the last seed, not a whole prior or method), longest
     # first within a seed so the pool does not end on one long run.
+    if args.skip_done:  # a table carried on from earlier calls: runs that finished there are not run again
+        done = finished_runs(args.skip_done)
+        jobs = [j for j in jobs if (j["prior"], j["method"], j["prompt"], j["seed"]) not in done]
     return sorted(jobs, key=lambda j: (args.seeds.index(j["seed"]), -j["steps"]))
+
+
+def finished_runs(paths: Sequence[Path]) -> set:
+    """(prior, method, prompt, seed) of every run that reached its last step in these quality.jsonl files."""
+    done = set()
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            if "error" not in r and not r.get("timing") and r.get("step") is not None and r.get("step") == r.get("steps_total"):
+                done.add((r["prior"], r["method"], r["prompt"], r["seed"]))
+    return done
 
 
 def timing_jobs(args) -> List[dict]:
@@ -344,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     ap.add_argument("--timing-note", default=None, help="a note on the timing runs, kept in the header")
     ap.add_argument("--bundled-methods", nargs="+", default=None,
                     help="methods for the bundled prior (default: --methods)")
+    ap.add_argument("--skip-done", nargs="+", type=Path, default=[], metavar="QUALITY_JSONL",
+                    help="leave out the runs that reached their last step in these files (a table over several calls)")
     ap.add_argument("--small", action="store_true", help="tiny runs for CPU smoke tests")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
     args = ap.parse_args(argv)
