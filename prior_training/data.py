@@ -92,17 +92,21 @@ class Views:
         images: [N, 3, H, W] uint8 (0..255; white background = 255).
         pair_ids: [N] long, kind x colour (:class:`CaptionTable`).
         dir_ids: [N] long, index in ``DIRECTIONS``.
+        cams: [N, 3] float32, each view's camera: elevation and azimuth (degrees) and distance (the multi-view
+            prior's conditioning); None where not kept.
     """
 
     images: Tensor
     pair_ids: Tensor
     dir_ids: Tensor
+    cams: Optional[Tensor] = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Views":
-        return Views(*(t.to(device, non_blocking=non_blocking) for t in (self.images, self.pair_ids, self.dir_ids)))
+        moved = [t.to(device, non_blocking=non_blocking) for t in (self.images, self.pair_ids, self.dir_ids)]
+        return Views(*moved, None if self.cams is None else self.cams.to(device, non_blocking=non_blocking))
 
     def float_images(self) -> Tensor:
         """Images as float in [-1, 1]."""
@@ -128,6 +132,9 @@ class WorldViews:
             caption ", overhead view" is known too (the default camera range never produces it).
         canonical_fraction: fraction of objects that are their caption's canonical object (prior stream only).
         include_held_out: draw the held-out pairs too (the evaluator's stream).
+        group_size: V > 1 renders each object's views in groups of V that share elevation, distance and field of
+            view, azimuths 360/V apart (:func:`splatgen.cameras.sample_orbit_cameras`): the multi-view prior's
+            training samples. ``views_per_object`` must be a multiple of it.
     """
 
     def __init__(
@@ -146,9 +153,13 @@ class WorldViews:
         elevation_range: Sequence[float] = ELEVATION_RANGE,
         radius_range: Sequence[float] = RADIUS_RANGE,
         fovy_range: Sequence[float] = FOVY_RANGE,
+        group_size: int = 1,
     ) -> None:
         if stream not in STREAMS:
             raise ValueError(f"stream={stream!r}; expected one of {list(STREAMS)}")
+        if int(views_per_object) % int(group_size):
+            raise ValueError(f"views_per_object={views_per_object} is not a multiple of group_size={group_size}")
+        self.group_size = int(group_size)
         self.device = torch.device(device)
         self.resolution = int(resolution)
         self.table = CaptionTable()
@@ -190,7 +201,7 @@ class WorldViews:
 
     def render_chunk(self) -> Views:
         """The next chunk: ``objects_per_chunk * views_per_object`` views (uint8 images on ``device``)."""
-        images, pairs, dirs = [], [], []
+        images, pairs, dirs, angles = [], [], [], []
         for _ in range(self.objects_per_chunk):
             pair, seed = self.draw_object()
             kind, colour = self.table.pair(pair)
@@ -203,12 +214,15 @@ class WorldViews:
                 radius_range=self.radius_range,
                 fovy_range=self.fovy_range,
                 device=self.device,
+                group_size=self.group_size,
             )
             rgb = render_world(make_object(kind, colour, seed), cams, supersample=self.supersample)["rgb"]
             images.append((rgb.permute(0, 3, 1, 2) * 255.0).round().to(torch.uint8))
             pairs.append(torch.full((len(cams),), pair, dtype=torch.long))
             dirs.append(torch.tensor([DIRECTIONS.index(d) for d in cams.directions], dtype=torch.long))
-        return Views(torch.cat(images), torch.cat(pairs).to(self.device), torch.cat(dirs).to(self.device))
+            angles.append(torch.stack([cams.elevation, cams.azimuth, cams.radius], dim=-1).float().cpu())
+        return Views(torch.cat(images), torch.cat(pairs).to(self.device), torch.cat(dirs).to(self.device),
+                     torch.cat(angles).to(self.device))
 
     def next_batch(self) -> Tuple[Tensor, List[str]]:
         """One chunk as (images [B, 3, H, W] float in [-1, 1] on white, captions with their view direction)."""
@@ -288,6 +302,7 @@ class ViewProducer:
                 elevation_range=views.elevation_range,
                 radius_range=views.radius_range,
                 fovy_range=views.fovy_range,
+                group_size=views.group_size,
             )
             self._loader = torch.utils.data.DataLoader(
                 ViewStream(seed, **kwargs),
@@ -377,6 +392,7 @@ class ViewPool:
         self.images = torch.empty(self.capacity, 3, resolution, resolution, dtype=torch.uint8, device=self.device)
         self.pair_ids = torch.zeros(self.capacity, dtype=torch.long, device=self.device)
         self.dir_ids = torch.zeros(self.capacity, dtype=torch.long, device=self.device)
+        self.cams = torch.zeros(self.capacity, 3, dtype=torch.float32, device=self.device)
         self.size = 0
         self.head = 0
         self.added = 0
@@ -385,13 +401,16 @@ class ViewPool:
     def add(self, views: Views) -> None:
         n = len(views)
         if n > self.capacity:
-            views = Views(views.images[-self.capacity :], views.pair_ids[-self.capacity :], views.dir_ids[-self.capacity :])
+            views = Views(views.images[-self.capacity :], views.pair_ids[-self.capacity :], views.dir_ids[-self.capacity :],
+                          None if views.cams is None else views.cams[-self.capacity :])
             n = self.capacity
         idx = (self.head + torch.arange(n)) % self.capacity
         idx = idx.to(self.device)
         self.images[idx] = views.images.to(self.device, non_blocking=True)
         self.pair_ids[idx] = views.pair_ids.to(self.device, non_blocking=True)
         self.dir_ids[idx] = views.dir_ids.to(self.device, non_blocking=True)
+        if views.cams is not None:
+            self.cams[idx] = views.cams.to(self.device, non_blocking=True)
         self.head = (self.head + n) % self.capacity
         self.size = min(self.capacity, self.size + n)
         self.added += n
@@ -400,7 +419,18 @@ class ViewPool:
         assert self.size > 0, "the pool is empty"
         idx = torch.randint(self.size, (n,), generator=generator).to(self.device)
         self.drawn += n
-        return Views(self.images[idx], self.pair_ids[idx], self.dir_ids[idx])
+        return Views(self.images[idx], self.pair_ids[idx], self.dir_ids[idx], self.cams[idx])
+
+    def sample_groups(self, n: int, group_size: int, generator: torch.Generator) -> Views:
+        """``n`` groups of ``group_size`` views of one object each (rows g*V .. g*V+V-1 of the result are group g):
+        the pool holds whole groups in order when every chunk and the capacity are multiples of ``group_size``."""
+        assert self.size >= group_size, "the pool holds no whole group"
+        if self.capacity % group_size:
+            raise ValueError(f"pool capacity {self.capacity} is not a multiple of group_size={group_size}")
+        g = torch.randint(self.size // group_size, (n,), generator=generator)
+        idx = (g[:, None] * group_size + torch.arange(group_size)).reshape(-1).to(self.device)
+        self.drawn += idx.shape[0]
+        return Views(self.images[idx], self.pair_ids[idx], self.dir_ids[idx], self.cams[idx])
 
     def sample_distinct(self, n: int, generator: torch.Generator, num_dirs: int = len(DIRECTIONS)) -> Views:
         """Up to ``n`` views with pairwise different (pair, direction): a random order, the first view of
@@ -416,13 +446,14 @@ class ViewPool:
         pick = torch.randperm(cand.shape[0], generator=generator)[:n].to(self.device)
         idx = cand[pick]
         self.drawn += idx.shape[0]
-        return Views(self.images[idx], self.pair_ids[idx], self.dir_ids[idx])
+        return Views(self.images[idx], self.pair_ids[idx], self.dir_ids[idx], self.cams[idx])
 
     def state_dict(self) -> Dict[str, object]:
         return {
             "images": self.images[: self.size].cpu(),
             "pair_ids": self.pair_ids[: self.size].cpu(),
             "dir_ids": self.dir_ids[: self.size].cpu(),
+            "cams": self.cams[: self.size].cpu(),
             "head": self.head,
         }
 
@@ -431,6 +462,8 @@ class ViewPool:
         self.images[:n] = state["images"].to(self.device)
         self.pair_ids[:n] = state["pair_ids"].to(self.device)
         self.dir_ids[:n] = state["dir_ids"].to(self.device)
+        if "cams" in state:
+            self.cams[:n] = state["cams"].to(self.device)
         self.size, self.head = n, int(state["head"])
 
     @property

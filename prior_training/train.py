@@ -6,6 +6,8 @@
     python -m prior_training.train export    --out RUN --to PRIOR         # the shipped folder
     python -m prior_training.train all       --out RUN --minutes 8.5 --to PRIOR   # the three, then export
     python -m prior_training.train import    --out RUN --from PRIOR       # continue from a shipped folder
+    python -m prior_training.train mvunet    --out RUN --minutes 5        # the multi-view prior (needs RUN/unet)
+    python -m prior_training.train export-mv --out RUN --from PRIOR --to PRIOR_MV
 
 ``--tiny`` trains the test-size models (32x32) on the CPU in seconds. ``benchmarks/prior/train_on_gpu.sh``
 runs ``all`` on the GPU machine and packs what comes back.
@@ -729,6 +731,14 @@ def _parser() -> argparse.ArgumentParser:
 
     for name in ("clip", "evaluator", "unet"):
         common(sub.add_parser(name, help=f"train the {name}"))
+    mv = sub.add_parser("mvunet", help="fine-tune RUN/unet into the camera-aware multi-view prior (prior_training.multiview)")
+    common(mv)
+    mv.add_argument("--views", type=int, default=4, help="views denoised together")
+    xm = sub.add_parser("export-mv", help="write the multi-view prior folder (RUN/mvunet + a base prior's CLIPs)")
+    xm.add_argument("--out", type=Path, required=True, help="run folder")
+    xm.add_argument("--from", dest="source", type=Path, required=True, help="the base prior folder")
+    xm.add_argument("--to", type=Path, required=True)
+    xm.add_argument("--overwrite", action="store_true")
     a = sub.add_parser("all", help="clip, evaluator and unet in one process, then export")
     common(a)
     a.add_argument("--to", type=Path, default=None, help="export the prior here at the end")
@@ -757,6 +767,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             train_clip(_options(ns), ns.command)
         elif ns.command == "unet":
             train_unet(_options(ns))
+        elif ns.command == "mvunet":
+            from .multiview import train_mvunet
+
+            train_mvunet(_options(ns), ns.views)
+        elif ns.command == "export-mv":
+            from .multiview import export_multiview
+
+            print(export_multiview(ns.out, ns.source, ns.to, ns.overwrite))
         elif ns.command == "all":
             train_all(_options(ns), ns.to, ns.clip_minutes, ns.evaluator_minutes, ns.reserve_minutes)
         elif ns.command == "export":

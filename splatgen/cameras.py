@@ -201,15 +201,23 @@ def sample_orbit_cameras(
     front_half_angle: float = 45.0,
     overhead_elevation: float = 60.0,
     device: torch.device | str = "cpu",
+    group_size: int = 1,
 ) -> Cameras:
     """Random orbit cameras, deterministic under ``generator`` (a CPU generator: same draws on any device).
 
     With B > 1 views the azimuths are spread over the circle: one random offset, then B evenly spaced
     views (a stratified sample), so every batch sees the object from all around. Elevation is drawn
     uniformly in *sin(elevation)* (uniform over the sphere's band), radius and field of view uniformly.
+
+    ``group_size`` V > 1 (a multi-view prior's views): the batch is B / V groups; the V views of a group share
+    one elevation, radius and field of view, and their azimuths are evenly spaced (360 / V apart) from a random
+    start, as multi-view priors are trained (MVDream). V = 1 is the sampling above, draw for draw.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if group_size > 1:
+        return _sample_groups(batch_size, width, generator, group_size, elevation_range, azimuth_range, radius_range,
+                              fovy_range, height, front_half_angle, overhead_elevation, device)
     lo, hi = float(azimuth_range[0]), float(azimuth_range[1])
     span = hi - lo
     if batch_size == 1 or span < 360.0:
@@ -226,6 +234,26 @@ def sample_orbit_cameras(
     return orbit_cameras(
         elev, azim, rad, fov, width, height, front_half_angle, overhead_elevation, device=device
     )
+
+
+def _sample_groups(batch_size: int, width: int, generator: torch.Generator, group_size: int,
+                   elevation_range: Sequence[float], azimuth_range: Sequence[float], radius_range: Sequence[float],
+                   fovy_range: Sequence[float], height: Optional[int], front_half_angle: float,
+                   overhead_elevation: float, device: torch.device | str) -> Cameras:
+    """Groups of ``group_size`` views around the object (see :func:`sample_orbit_cameras`)."""
+    if batch_size % group_size:
+        raise ValueError(f"batch_size {batch_size} is not a multiple of the prior's {group_size} views")
+    G, V = batch_size // group_size, group_size
+    lo, span = float(azimuth_range[0]), float(azimuth_range[1]) - float(azimuth_range[0])
+    start = lo + span * torch.rand(G, generator=generator, dtype=torch.float64)
+    azim = (start[:, None] + 360.0 * torch.arange(V, dtype=torch.float64) / V).reshape(-1).float()
+    s_lo, s_hi = math.sin(math.radians(elevation_range[0])), math.sin(math.radians(elevation_range[1]))
+    elev = torch.rad2deg(torch.asin(_uniform(s_lo, s_hi, G, generator).clamp(-1, 1)))
+    rad = _uniform(radius_range[0], radius_range[1], G, generator)
+    fov = _uniform(fovy_range[0], fovy_range[1], G, generator)
+    rep = lambda v: v.repeat_interleave(V)  # noqa: E731
+    return orbit_cameras(rep(elev), azim, rep(rad), rep(fov), width, height, front_half_angle, overhead_elevation,
+                         device=device)
 
 
 def evenly_spaced_cameras(

@@ -27,9 +27,10 @@ from . import schedules
 from .cameras import Cameras, evenly_spaced_cameras, sample_orbit_cameras
 from .config import Config
 from .devices import resolve_device
-from .errors import NonFiniteError, RunInterrupted
+from .errors import ConfigError, NonFiniteError, RunInterrupted
 from .guidance.base import Guidance
 from .guidance.losses import DistillationLoss, build_loss
+from .guidance.multiview import share_within_groups
 from .kernels_glue import resolve_kernel_backend, sds_loss
 from .render import make_background
 from .representation import Representation
@@ -159,9 +160,22 @@ class Trainer:
         self.loss_gen = torch.Generator().manual_seed(cfg.run.seed + 3)
 
         self.guidance = guidance
+        # A multi-view prior denoises groups of views of one object: the cameras come in such groups (shared
+        # elevation, distance and field of view, azimuths evenly spaced) with one timestep per group.
+        self.num_views = int(guidance.joint_views)
+        spec = guidance.multiview
+        if self.num_views > 1 and cfg.camera.batch_size % self.num_views:
+            raise ConfigError(f"camera.batch_size={cfg.camera.batch_size} must be a multiple of the prior's "
+                              f"{self.num_views} views (it denoises {self.num_views} views of the object together)")
+        view_words = cfg.guidance.view_dependent and (spec is None or spec.view_prompts)
+        if cfg.guidance.view_dependent and not view_words:
+            log.info("the prior sees each view's camera; the prompt gets no view words")
+            if cfg.guidance.perp_neg:
+                raise ConfigError("guidance.perp_neg=true pushes views apart by their view words, which this "
+                                  "multi-view prior does not use (it sees the cameras); set guidance.perp_neg=false")
         # A guidance handed in with its embeddings already set (benchmarks with random embeddings) is used as is.
         if not self.guidance.text_ready:
-            self.guidance.prepare_text(cfg.prompt, cfg.guidance.negative_prompt, cfg.guidance.view_dependent)
+            self.guidance.prepare_text(cfg.prompt, cfg.guidance.negative_prompt, view_words)
         self.loss: DistillationLoss = build_loss(cfg.guidance, self.guidance, cfg.camera.overhead_elevation, cfg.run.seed)
         self.background_kind = self.guidance.required_background or cfg.render.background
         if self.background_kind != cfg.render.background:
@@ -250,11 +264,14 @@ class Trainer:
         # The loss reads the cameras' angles on the CPU (no device round trip); the renderer gets them on the device.
         cams_cpu = sample_orbit_cameras(
             c.batch_size, res, self.gen, c.elevation_range, c.azimuth_range, c.radius_range, c.fovy_range,
-            front_half_angle=c.front_half_angle, overhead_elevation=c.overhead_elevation,
+            front_half_angle=c.front_half_angle, overhead_elevation=c.overhead_elevation, group_size=self.num_views,
         )
         cams = cams_cpu.to(self.device)
         bg = make_background(self.background_kind, c.batch_size, cfg.render.background_color, self.gen, self.device)
-        t = self.schedule(step, c.batch_size, self.gen).to(self.device)
+        t = self.schedule(step, c.batch_size, self.gen)
+        if self.num_views > 1:
+            t = share_within_groups(t, self.num_views)
+        t = t.to(self.device)
 
         with T("render"):
             out = rep.render_train(cams, bg, step)

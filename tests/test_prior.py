@@ -373,3 +373,65 @@ def test_evaluator_scores_and_summary(tiny_run: dict) -> None:
 def test_sample_prior_runs(tiny_run: dict) -> None:
     x = sample_prior(tiny_run["prior"], ["a red mug, front view", "a blue car, side view"], steps=3, guidance_scale=3.0)
     assert x.shape == (2, 3, 32, 32) and float(x.abs().max()) <= 1.0
+
+
+# ---- the multi-view prior -------------------------------------------------------------------------------------
+
+
+def test_grouped_views_share_a_camera_ring_and_the_pool_keeps_groups() -> None:
+    wv = WorldViews(resolution=16, seed=3, objects_per_chunk=2, views_per_object=8, supersample=1, group_size=4,
+                    overhead_fraction=0.0)
+    chunk = wv.render_chunk()
+    cams = chunk.cams.view(4, 4, 3)  # 2 objects x 2 groups of 4 views
+    assert (cams[:, :, 0] == cams[:, :1, 0]).all() and (cams[:, :, 2] == cams[:, :1, 2]).all()
+    steps = torch.remainder(cams[:, :, 1].diff(dim=1), 360.0)
+    torch.testing.assert_close(steps, torch.full((4, 3), 90.0), atol=1e-3, rtol=0)
+    pool = ViewPool(32, 16, "cpu")
+    pool.add(chunk)
+    pool.add(wv.render_chunk())
+    g = pool.sample_groups(5, 4, torch.Generator().manual_seed(0))
+    assert len(g) == 20
+    assert (g.pair_ids.view(5, 4) == g.pair_ids.view(5, 4)[:, :1]).all()  # one object per group
+    assert (g.cams.view(5, 4, 3)[:, :, 0] == g.cams.view(5, 4, 3)[:, :1, 0]).all()
+    with pytest.raises(ValueError, match="not a multiple of group_size"):
+        WorldViews(views_per_object=6, group_size=4)
+
+
+def test_multiview_prior_starts_as_the_single_view_one_trains_resumes_and_loads(tiny_run: dict, tmp_path: Path) -> None:
+    from diffusers import UNet2DConditionModel
+
+    from prior_training.multiview import export_multiview, train_mvunet
+    from splatgen.guidance.multiview import add_camera_input, camera_vectors
+
+    # The camera MLP's last layer starts at zero: the new model is the single-view prior's function exactly.
+    base = torch.load(tiny_run["run"] / "unet" / "checkpoint.pt", weights_only=False)
+    single = UNet2DConditionModel.from_config(base["unet_config"])
+    single.load_state_dict(base["ema"]["model"])
+    cam = add_camera_input(single)
+    x, t, emb = torch.randn(4, 3, 32, 32), torch.full((4,), 300), torch.randn(4, 16, single.config.cross_attention_dim)
+    cams = camera_vectors(torch.zeros(4), torch.tensor([0.0, 90.0, 180.0, 270.0]), torch.full((4,), 2.0))
+    with torch.no_grad():
+        torch.testing.assert_close(cam(x, t, encoder_hidden_states=emb, class_labels=cams).sample,
+                                   single(x, t, encoder_hidden_states=emb).sample)
+    runs = {}
+    for name in ("straight", "resumed"):
+        runs[name] = tmp_path / name
+        for part in ("clip", "unet"):
+            shutil.copytree(tiny_run["run"] / part, runs[name] / part)
+    kw = dict(tiny=True, log_every=1, workers=0, device="cpu")
+    train_mvunet(TrainOptions(out=runs["straight"], steps=4, **kw))
+    train_mvunet(TrainOptions(out=runs["resumed"], steps=2, **kw))
+    train_mvunet(TrainOptions(out=runs["resumed"], steps=2, resume=True, **kw))
+    a, b = (torch.load(runs[n] / "mvunet" / "checkpoint.pt", weights_only=False) for n in ("straight", "resumed"))
+    assert a["state"]["step"] == b["state"]["step"] == 4
+    for k in a["unet"]:
+        assert torch.equal(a["unet"][k], b["unet"][k]), k
+    assert a["unet"]["class_embedding.linear_2.weight"].abs().sum() > 0  # the camera MLP learned something
+    with pytest.raises(SplatgenError, match="import the single-view prior first"):
+        train_mvunet(TrainOptions(out=tmp_path / "empty", steps=1, **kw))
+    prior_mv = export_multiview(runs["straight"], tiny_run["prior"], tmp_path / "prior_mv")
+    g = build_guidance(load_config(overrides=[f"guidance.model={prior_mv}"]), "cpu")
+    assert g.joint_views == 4 and g.multiview.view_prompts is False
+    card = json.loads((prior_mv / "prior_card.json").read_text())
+    assert card["multiview"]["training"]["steps"] == 4
+    check_prior_folder(prior_mv)

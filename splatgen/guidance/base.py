@@ -18,7 +18,7 @@ freed.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -56,6 +56,11 @@ class Guidance(ABC):
     #: the background the model's training images had ('white', 'black', ...), which the trainer then renders
     #: on whatever ``render.background`` says; None: the config decides.
     required_background: Optional[str] = None
+    #: views the prior denoises together (a multi-view prior's group; 1 for text-to-image priors): camera batches
+    #: come in such groups, one timestep per group (:mod:`splatgen.guidance.multiview`)
+    joint_views: int = 1
+    #: the multi-view prior's spec (:class:`~splatgen.guidance.multiview.MultiViewSpec`), None for the others
+    multiview: Optional[Any] = None
 
     @abstractmethod
     def prepare_text(self, prompt: str, negative_prompt: str = "", view_dependent: bool = True) -> None:

@@ -70,6 +70,7 @@ from ..errors import ConfigError
 from ..sds import add_noise, ddim_step, posterior_mean
 from .base import Guidance
 from .conditioning import NULL_KEY, Conditioning, angle_features, perp_neg_combine, perp_neg_conditioning
+from .multiview import share_within_groups
 from .unet_guidance import prediction_to_epsilon
 
 
@@ -323,8 +324,12 @@ class LoRAEstimator:
             torch.manual_seed(seed)
             est.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
                                        target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-            dim = int(est.time_embedding.linear_2.out_features)
-            est.class_embedding = CameraEmbedding(dim).to(guidance.device)
+            # A multi-view prior reads the camera already (its own camera MLP, kept frozen); a text-to-image
+            # prior gets a camera embedding of its own here.
+            self.prior_camera = guidance.multiview is not None
+            if not self.prior_camera:
+                dim = int(est.time_embedding.linear_2.out_features)
+                est.class_embedding = CameraEmbedding(dim).to(guidance.device)
         # The trainable weights in float32 whatever the UNet's dtype (fp16 Adam updates would vanish); peft casts
         # the input to the adapter's dtype and the result back.
         self.params = [p for p in est.parameters() if p.requires_grad]
@@ -337,7 +342,10 @@ class LoRAEstimator:
         g = self.guidance
         cond = Conditioning.of(list(cams.directions), cams)
         emb = g.text_embeddings(cond)  # the view's own prompt
-        cam = angle_features(cond).to(x_t.device)  # float32, as the embedding's weights; diffusers casts its output
+        if self.prior_camera:
+            cam = g.camera_labels(cond)
+        else:
+            cam = angle_features(cond).to(x_t.device)  # float32, as the embedding's weights; diffusers casts its output
         x = x_t.to(g.dtype)
         if getattr(g, "channels_last", False):
             x = x.contiguous(memory_format=torch.channels_last)
@@ -356,7 +364,8 @@ class LoRAEstimator:
     def update(self, x0: Tensor, t: Tensor, cams: Cameras, generator: torch.Generator) -> Dict[str, float]:
         g = self.guidance
         B = x0.shape[0]
-        tt = torch.randint(0, g.num_train_timesteps, (B,), generator=generator).to(x0.device)
+        tt = torch.randint(0, g.num_train_timesteps, (B,), generator=generator)
+        tt = share_within_groups(tt, g.joint_views).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device)
         x_t = add_noise(x0.detach().float(), noise, tt, g.alphas_cumprod)
         loss = torch.nn.functional.mse_loss(self._eps(x_t, tt, cams), noise)

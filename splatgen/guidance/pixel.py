@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..errors import ModelLoadError
 from .loading import PIXEL_LAYOUT, layout_help, load_component, load_ddpm_scheduler, resolve_model_source
+from .multiview import MultiViewSpec
 from .text_encoders import PROMPT_ENCODER_LOADERS, PromptEncoder
 from .unet_guidance import UNetGuidance, resize_images, sample_side
 
@@ -47,6 +48,8 @@ class PixelGuidance(UNetGuidance):
         unet = load_component("UNet", source, PIXEL_LAYOUT, lambda: UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype))
         scheduler = load_ddpm_scheduler(source, PIXEL_LAYOUT)
         self._setup(unet, scheduler, device, dtype, prediction_type, str(model))
+        if isinstance(source, Path):  # a camera-conditioned multi-view prior declares itself with multiview.json
+            self.set_multiview(MultiViewSpec.read(source))
         self.text_encoder = text_encoder
         self.keep_text_encoder = keep_text_encoder
 
@@ -78,11 +81,14 @@ class PixelGuidance(UNetGuidance):
         dtype: Optional[torch.dtype] = None,
         prediction_type: Optional[str] = None,
         name: str = "in-memory",
+        multiview: Optional[MultiViewSpec] = None,
     ) -> "PixelGuidance":
-        """Wrap an in-memory UNet and scheduler (see :meth:`StableDiffusionGuidance.from_modules`)."""
+        """Wrap an in-memory UNet and scheduler (see :meth:`StableDiffusionGuidance.from_modules`); ``multiview``
+        makes it a camera-conditioned multi-view prior."""
         self = cls.__new__(cls)
         p = next(unet.parameters())
         self._setup(unet, scheduler, torch.device(device) if device is not None else p.device, dtype or p.dtype, prediction_type, name)
+        self.set_multiview(multiview)
         self.text_encoder = text_encoder
         if text_embeddings is not None:
             plain = text_embeddings if isinstance(text_embeddings, Tensor) else text_embeddings[None]

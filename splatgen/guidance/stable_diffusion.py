@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
@@ -9,6 +10,7 @@ from torch import Tensor
 
 from ..errors import ModelLoadError
 from .loading import SD_LAYOUT, freeze, load_component, load_ddpm_scheduler, resolve_model_source
+from .multiview import MultiViewSpec
 from .text_encoders import HFPromptEncoder, PromptEncoder
 from .unet_guidance import UNetGuidance, resize_images, sample_side
 
@@ -58,6 +60,8 @@ class StableDiffusionGuidance(UNetGuidance):
             source, device, dtype, layout=SD_LAYOUT, tokenizer_cls=CLIPTokenizer, model_cls=CLIPTextModel
         )
         self._setup(unet, vae, scheduler, device, dtype, latent_sample, vae_dtype, prediction_type, str(model))
+        if isinstance(source, Path):  # a multi-view model (MVDream converted by splatgen.guidance.mvdream)
+            self.set_multiview(MultiViewSpec.read(source))
         self.text_encoder = text_encoder
         self.keep_text_encoder = keep_text_encoder
 

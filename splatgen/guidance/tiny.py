@@ -91,10 +91,12 @@ def save_tiny_clip_text_encoder(
     return folder / "tokenizer", folder / "text_encoder"
 
 
-def _tiny_unet(in_channels: int, sample_size: int, cross_attention_dim: int) -> Any:
+def _tiny_unet(in_channels: int, sample_size: int, cross_attention_dim: int, camera_dim: int = 0) -> Any:
     from diffusers import UNet2DConditionModel
 
+    camera = {"class_embed_type": "projection", "projection_class_embeddings_input_dim": camera_dim} if camera_dim else {}
     return UNet2DConditionModel(
+        **camera,
         sample_size=sample_size,
         in_channels=in_channels,
         out_channels=in_channels,
@@ -160,17 +162,24 @@ def make_tiny_pixel(
     sample_size: int = 16,
     model_max_length: int = 32,
     prediction_type: str = "epsilon",
+    num_views: int = 1,
 ) -> Path:
     """Write a tiny random-weight pixel-space text-conditional model (``unet/`` with 3 channels, ``scheduler/``,
-    ``text_encoder/`` + ``tokenizer/``) into ``folder`` and return it."""
+    ``text_encoder/`` + ``tokenizer/``) into ``folder`` and return it. ``num_views`` > 1: a camera-conditioned
+    multi-view prior of that many views (camera input and ``multiview.json``, :mod:`splatgen.guidance.multiview`)."""
     from diffusers import DDPMScheduler
+
+    from .multiview import MultiViewSpec
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     hidden = 32
     save_tiny_clip_text_encoder(folder, hidden_size=hidden, model_max_length=model_max_length, seed=seed)
     torch.manual_seed(seed + 1)
-    _tiny_unet(3, sample_size, hidden).save_pretrained(folder / "unet")
+    spec = MultiViewSpec(num_views=num_views) if num_views > 1 else None
+    _tiny_unet(3, sample_size, hidden, spec.camera_dim if spec else 0).save_pretrained(folder / "unet")
+    if spec is not None:
+        spec.write(folder)
     DDPMScheduler(**SD_SCHEDULE, prediction_type=prediction_type).save_pretrained(folder / "scheduler")
     return folder
 

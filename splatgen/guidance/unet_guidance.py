@@ -28,6 +28,7 @@ from .base import Guidance, directional_prompt
 from .conditioning import TEXT_KEYS, Conditioning
 from .cuda_graph import CudaGraphUNet
 from .loading import PREDICTION_TYPES, freeze
+from .multiview import MultiViewSpec, camera_vectors, install_cross_view_attention
 from .text_encoders import PromptEncoder
 
 
@@ -122,6 +123,45 @@ class UNetGuidance(Guidance):
         #: the empty prompt (classifier-free guidance's unconditional; NFSD and ISM use it beside a negative prompt)
         self._empty: Optional[Tensor] = None
         self._table: Optional[Tensor] = None
+        #: the multi-view spec of a camera-conditioned prior (None: a text-to-image prior; see :meth:`set_multiview`)
+        self.multiview: Optional[MultiViewSpec] = None
+
+    # ---- multi-view priors ---------------------------------------------------------------------------------------
+
+    def set_multiview(self, spec: Optional[MultiViewSpec]) -> None:
+        """Make this a multi-view prior (:mod:`splatgen.guidance.multiview`): the UNet must take the camera as
+        ``class_labels`` (``class_embed_type='projection'`` of ``spec.camera_dim`` inputs); its self-attention
+        layers then attend across each group of ``spec.num_views`` rows."""
+        if spec is None:
+            self.multiview = None
+            return
+        assert self.unet is not None
+        cfg = self.unet.config
+        if getattr(cfg, "class_embed_type", None) != "projection" or int(getattr(cfg, "projection_class_embeddings_input_dim", 0) or 0) != spec.camera_dim:
+            raise ModelLoadError(
+                f"{self.model_name}: a multi-view prior's UNet must take the camera as class_embed_type='projection' "
+                f"with projection_class_embeddings_input_dim={spec.camera_dim}; this one has class_embed_type="
+                f"{getattr(cfg, 'class_embed_type', None)!r}"
+            )
+        install_cross_view_attention(self.unet, spec.num_views)
+        self.multiview = spec  # predict() then calls the UNet eagerly (the captured CUDA graphs take no class labels)
+        self._graphed = None
+        self._compiled = None
+
+    @property
+    def joint_views(self) -> int:  # type: ignore[override]
+        """Views the prior denoises jointly (1 for a text-to-image prior)."""
+        return self.multiview.num_views if self.multiview is not None else 1
+
+    def camera_labels(self, cond: Conditioning) -> Optional[Tensor]:
+        """[N, camera_dim] the rows' camera vectors for a multi-view prior (None for a text-to-image one)."""
+        if self.multiview is None:
+            return None
+        try:
+            cams = camera_vectors(cond.elevation, cond.azimuth, cond.radius, self.multiview.normalise_distance)
+        except ValueError as exc:
+            raise ValueError(f"{self.model_name}: {exc}") from None
+        return cams.to(self.device, self.dtype)
 
     # ---- text ------------------------------------------------------------------------------------------------
 
@@ -256,10 +296,16 @@ class UNetGuidance(Guidance):
             raise ValueError(f"{len(cond)} rows of conditioning for a batch of {N}")
         t = t.to(self.device).reshape(-1).expand(N) if t.numel() == 1 else t.to(self.device).reshape(-1)
         emb = self.text_embeddings(cond)
+        cam = self.camera_labels(cond)
         x_in = x.detach()
         with torch.no_grad():
             unet = self._unet_module()
-            if self.cuda_graph and self.device.type == "cuda":
+            if cam is not None:
+                xx = x_in.to(self.dtype)
+                if self.channels_last:
+                    xx = xx.contiguous(memory_format=torch.channels_last)
+                out = unet(xx, t, encoder_hidden_states=emb, class_labels=cam).sample
+            elif self.cuda_graph and self.device.type == "cuda":
                 if self._graphed is None or self._graphed.unet is not unet:
                     self._graphed = CudaGraphUNet(unet)
                 out = self._graphed(x_in.to(self.dtype), t, emb)
@@ -306,4 +352,5 @@ class UNetGuidance(Guidance):
             "num_train_timesteps": self.num_train_timesteps,
             "input_size": self.input_size,
             "unet_params": sum(p.numel() for p in self.unet.parameters()) if self.unet is not None else 0,
+            **({"multiview": self.multiview.to_json()} if self.multiview is not None else {}),
         }

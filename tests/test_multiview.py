@@ -1,0 +1,152 @@
+"""Camera-conditioned multi-view priors (splatgen.guidance.multiview): the camera vector against splatgen's own
+camera matrices, cross-view attention against plain attention, the camera input starting as the text-to-image
+model, grouped cameras and timesteps in the trainer, and a generation with every loss that allows it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import splatgen
+from splatgen.cameras import orbit_cameras, sample_orbit_cameras
+from splatgen.errors import ConfigError, ModelLoadError
+from splatgen.guidance.conditioning import Conditioning, cfg_conditioning
+from splatgen.guidance.multiview import (
+    SPEC_FILE, CrossViewAttnProcessor, MultiViewSpec, add_camera_input, camera_vectors, install_cross_view_attention,
+    share_within_groups,
+)
+from splatgen.guidance.pixel import PixelGuidance
+from splatgen.guidance.tiny import _tiny_unet, make_tiny_pixel
+
+TINY_RUN = ["run.steps=4", "run.log_every=1", "run.preview_views=0", "run.evaluate=false", "run.progress=off",
+            "model.num_points=120", "render.resolution=24", "camera.batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def mv_folder(tmp_path_factory):
+    return make_tiny_pixel(tmp_path_factory.mktemp("tiny_mv"), num_views=4)
+
+
+# ------------------------------------------------------------------------------------------------ the camera
+def test_camera_vector_is_the_inverse_of_splatgens_view_matrix():
+    cams = orbit_cameras([-10.0, 0.0, 30.0, 89.0, 45.0], [0.0, 90.0, -135.0, 20.0, 180.0], [2.0, 2.2, 2.5, 2.1, 1.0],
+                         45.0, 16)
+    m = camera_vectors(cams.elevation, cams.azimuth, cams.radius).view(-1, 4, 4).double()
+    c2w = torch.linalg.inv(cams.viewmats.double())
+    c2w[:, :3, 1:3] *= -1  # OpenCV's camera axes (right, down, forward) -> OpenGL's (right, up, backward)
+    torch.testing.assert_close(m, c2w, atol=1e-5, rtol=0)
+    # Azimuth 0 at elevation 0: the camera on +X, its right +Y, its up +Z (the convention MVDream is fed with).
+    front = camera_vectors(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([2.0])).view(4, 4)
+    torch.testing.assert_close(front[:3, 0], torch.tensor([0.0, 1.0, 0.0]))
+    torch.testing.assert_close(front[:3, 1], torch.tensor([0.0, 0.0, 1.0]))
+    torch.testing.assert_close(front[:3, 3], torch.tensor([2.0, 0.0, 0.0]))
+    unit = camera_vectors(cams.elevation, cams.azimuth, cams.radius, normalise_distance=True).view(-1, 4, 4)
+    torch.testing.assert_close(unit[:, :3, 3].norm(dim=-1), torch.ones(5))
+    straight_up = camera_vectors(torch.tensor([90.0]), torch.tensor([30.0]), torch.tensor([2.0])).view(4, 4)
+    assert torch.isfinite(straight_up).all()
+    torch.testing.assert_close(straight_up[:3, :3] @ straight_up[:3, :3].T, torch.eye(3), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="needs every row's camera"):
+        camera_vectors(torch.tensor([float("nan")]), torch.tensor([0.0]), torch.tensor([2.0]))
+
+
+# ------------------------------------------------------------------------------------------------ the network
+def test_cross_view_attention_joins_the_views_of_a_group_and_only_them():
+    torch.manual_seed(0)
+    unet = _tiny_unet(3, 16, 32).eval()
+    x, t, emb = torch.randn(8, 3, 16, 16), torch.full((8,), 500), torch.randn(8, 6, 32)
+    with torch.no_grad():
+        plain = unet(x, t, encoder_hidden_states=emb).sample
+        assert install_cross_view_attention(unet, 1) > 0
+        torch.testing.assert_close(unet(x, t, encoder_hidden_states=emb).sample, plain)  # one view: the same model
+        n = install_cross_view_attention(unet, 4)
+        assert n == sum(1 for k in unet.attn_processors if k.endswith("attn1.processor"))
+        assert all(isinstance(p, CrossViewAttnProcessor) == k.endswith("attn1.processor")
+                   for k, p in unet.attn_processors.items())
+        joint = unet(x, t, encoder_hidden_states=emb).sample
+        x2 = x.clone()
+        x2[1] += torch.randn_like(x2[1])  # change view 1 of group 0
+        moved = unet(x2, t, encoder_hidden_states=emb).sample
+    assert not torch.allclose(joint, plain)
+    assert (moved[0] - joint[0]).abs().max() > 1e-4  # view 0 sees view 1
+    torch.testing.assert_close(moved[4:], joint[4:])  # the other group does not
+    with pytest.raises(ValueError, match="not a multiple of 4"):
+        unet(x[:6], t[:6], encoder_hidden_states=emb[:6])
+
+
+def test_camera_input_starts_as_the_text_to_image_model():
+    torch.manual_seed(1)
+    unet = _tiny_unet(3, 16, 32).eval()
+    cam_unet = add_camera_input(unet, 16, seed=3).eval()
+    x, t, emb = torch.randn(4, 3, 16, 16), torch.full((4,), 300), torch.randn(4, 6, 32)
+    cams = camera_vectors(torch.zeros(4), torch.tensor([0.0, 90.0, 180.0, 270.0]), torch.full((4,), 2.0))
+    with torch.no_grad():
+        torch.testing.assert_close(cam_unet(x, t, encoder_hidden_states=emb, class_labels=cams).sample,
+                                   unet(x, t, encoder_hidden_states=emb).sample)
+        torch.nn.init.normal_(cam_unet.class_embedding.linear_2.weight)  # once trained, the camera matters
+        assert not torch.allclose(cam_unet(x, t, encoder_hidden_states=emb, class_labels=cams).sample,
+                                  unet(x, t, encoder_hidden_states=emb).sample)
+
+
+def test_model_folder_spec_and_its_errors(mv_folder, tmp_path):
+    g = PixelGuidance(str(mv_folder), "cpu")
+    assert g.joint_views == 4 and g.multiview == MultiViewSpec(num_views=4)
+    assert g.describe()["multiview"]["num_views"] == 4
+    g.set_text_embeddings(torch.randn(1, 6, 32), torch.randn(1, 6, 32))
+    cams = orbit_cameras([5.0] * 4, [0.0, 90.0, 180.0, 270.0], 2.2, 45.0, 16)
+    x = torch.randn(8, 3, 16, 16)
+    out = g.predict(x, torch.tensor(400), cfg_conditioning(cams))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    # The camera changes the prediction (the tiny model's camera MLP is random, not zero).
+    turned = orbit_cameras([5.0] * 4, [45.0, 135.0, 225.0, 315.0], 2.2, 45.0, 16)
+    assert not torch.allclose(g.predict(x, torch.tensor(400), cfg_conditioning(turned)), out)
+    with pytest.raises(ValueError, match="needs every row's camera"):
+        g.predict(x[:4], torch.tensor(400), Conditioning.of(["prompt"] * 4))
+    # A single-view UNet with a multiview.json is refused in one line.
+    bad = make_tiny_pixel(tmp_path / "bad")
+    MultiViewSpec(num_views=4).write(bad)
+    with pytest.raises(ModelLoadError, match="class_embed_type='projection'"):
+        PixelGuidance(str(bad), "cpu")
+    (bad / SPEC_FILE).write_text(json.dumps({"num_views": 4, "views": 2}))
+    with pytest.raises(ModelLoadError, match=r"unknown keys \['views'\]"):
+        PixelGuidance(str(bad), "cpu")
+    (bad / SPEC_FILE).write_text("[4]")
+    with pytest.raises(ModelLoadError, match="must hold a JSON object"):
+        PixelGuidance(str(bad), "cpu")
+
+
+# ------------------------------------------------------------------------------------------------ the trainer
+def test_grouped_cameras_share_elevation_distance_and_fov_and_span_the_circle():
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    single = sample_orbit_cameras(8, 16, g1)
+    again = sample_orbit_cameras(8, 16, g2, group_size=1)
+    torch.testing.assert_close(single.azimuth, again.azimuth)  # group_size 1 draws exactly as before
+    cams = sample_orbit_cameras(8, 16, torch.Generator().manual_seed(5), group_size=4)
+    for field in ("elevation", "radius", "fovy"):
+        v = getattr(cams, field).view(2, 4)
+        assert (v == v[:, :1]).all(), field
+    assert not torch.equal(cams.elevation[0], cams.elevation[4])
+    steps = torch.remainder(cams.azimuth.view(2, 4).diff(dim=1), 360.0)
+    torch.testing.assert_close(steps, torch.full((2, 3), 90.0), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="not a multiple of the prior's 4 views"):
+        sample_orbit_cameras(6, 16, torch.Generator(), group_size=4)
+    torch.testing.assert_close(share_within_groups(torch.tensor([1, 2, 3, 4, 5, 6, 7, 8]), 4),
+                               torch.tensor([1, 1, 1, 1, 5, 5, 5, 5]))
+
+
+@pytest.mark.parametrize("loss", ["sds", "csd", "nfsd", "ism", "vsd"])
+def test_every_loss_trains_with_a_multi_view_prior(mv_folder, loss, caplog):
+    with caplog.at_level("INFO", logger="splatgen"):
+        r = splatgen.generate("a red mug", overrides=["guidance.type=pixel", f"guidance.model={mv_folder}",
+                                                      f"guidance.loss={loss}", *TINY_RUN])
+    assert r.history and all(torch.isfinite(torch.tensor(h["loss"])) for h in r.history)
+    assert "no view words" in caplog.text
+
+
+def test_multi_view_prior_refuses_what_it_cannot_do(mv_folder):
+    common = ["guidance.type=pixel", f"guidance.model={mv_folder}", *TINY_RUN]
+    with pytest.raises(ConfigError, match="camera.batch_size=6 must be a multiple of the prior's 4 views"):
+        splatgen.generate("a red mug", overrides=[*common, "camera.batch_size=6"])
+    with pytest.raises(ConfigError, match="perp_neg=true pushes views apart by their view words"):
+        splatgen.generate("a red mug", overrides=[*common, "guidance.perp_neg=true"])
