@@ -20,7 +20,7 @@ step() { local limit=$1; shift; echo "== $* (limit ${limit}s, at $(( $(date +%s)
 TRAIN_ARGS=(--minutes "${MV_MINUTES:-4}" --views "${VIEWS:-4}")
 if [ -n "${SMALL:-}" ]; then TRAIN_ARGS=(--steps 2 --batch 8 --workers 0 --views "${VIEWS:-4}"); fi
 step 60 python3 -m prior_training.train import --out $RUN --from splatgen/assets/prior &&
-step $(( ${MV_MINUTES:-4} * 60 + 120 )) python3 -m prior_training.train mvunet --out $RUN "${TRAIN_ARGS[@]}" &&
+step "$(python3 -c "print(int(${MV_MINUTES:-4} * 60 + 120))")" python3 -m prior_training.train mvunet --out $RUN "${TRAIN_ARGS[@]}" &&
 step 60 python3 -m prior_training.train export-mv --out $RUN --from splatgen/assets/prior --to $PRIOR_MV || exit 1
 cp $RUN/mvunet/log.jsonl "$OUT/mvunet_log.jsonl"
 python3 -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))['multiview']))" $PRIOR_MV/prior_card.json >> "$LOG"
@@ -31,7 +31,7 @@ Q=(python3 benchmarks/suite/quality.py --evals 1 --priors bundled --prompt-set 2
 if [ -n "${SMALL:-}" ]; then
   step 600 "${Q[@]}" --small --out "$OUT/quality_mv.jsonl" --prompts "a red mug" --seeds 0 --methods mv -- camera.batch_size=4
 else
-  step "${QUALITY_S:-150}" "${Q[@]}" --out "$OUT/quality_mv.jsonl" --seeds ${SEEDS:-0} --procs-per-gpu 10 --methods mv sds
+  step "${QUALITY_S:-150}" "${Q[@]}" --out "$OUT/quality_mv.jsonl" --seeds ${SEEDS:-0} --procs-per-gpu 10 --methods ${METHODS:-mv sds}
 fi
 tar -czf "$OUT/previews.tgz" -C /tmp previews
 grep -c '"error"' "$OUT/quality_mv.jsonl" | sed 's/^/failed runs: /' | tee -a "$LOG"

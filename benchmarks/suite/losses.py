@@ -97,7 +97,8 @@ def _seconds(runs: Sequence[Dict[str, Any]], solo: Dict[tuple, float], prior: st
     if (prior, reference) in solo and ref and own is not None:
         scale = solo[(prior, reference)] / _mean([r["train_seconds"] for r in ref])
         return own * scale, f"shared GPU, scaled by {reference}'s solo/shared ratio in the same pool"
-    return own, "shared GPU (inflated by the runs beside it)"
+    # Seconds of runs that shared the GPU with unknown others say nothing about the method's cost: left out.
+    return None, "not timed (ran only beside other runs, with no solo reference in the same pool)"
 
 
 def summarise(runs: Sequence[Dict[str, Any]], seconds: Dict[tuple, float], reference: str = "sds") -> List[Dict[str, Any]]:
@@ -203,6 +204,7 @@ def plot(path: Path, table: Sequence[Dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
 
     priors = sorted({e["prior"] for e in table})
+    colour = {m: f"C{k % 10}" for k, m in enumerate(sorted({e["method"] for e in table}))}  # one colour per method
     panels = ["iou", "psnr_fg", "janus", "r_precision", "seconds"]
     fig, axes = plt.subplots(len(priors), len(panels), figsize=(3.4 * len(panels), 3.2 * len(priors) + 0.6), squeeze=False)
     for i, prior in enumerate(priors):
@@ -211,12 +213,15 @@ def plot(path: Path, table: Sequence[Dict[str, Any]]) -> None:
         for j, m in enumerate(panels):
             ax = axes[i, j]
             if m == "seconds":
-                vals = [e["seconds"] or 0.0 for e in rows]
+                vals = [e["seconds"] if e["seconds"] is not None else float("nan") for e in rows]
                 errs = [0.0] * len(rows)
+                for k, v in enumerate(vals):
+                    if v != v:
+                        ax.text(k, 0.0, "not\ntimed", ha="center", va="bottom", fontsize=6, color="grey")
             else:
                 vals = [e["all"].get(m) if e["all"].get(m) is not None else float("nan") for e in rows]
                 errs = [e["all"].get(f"{m}_seed_std") or 0.0 for e in rows]
-            ax.bar(range(len(rows)), vals, yerr=errs, color=[f"C{k % 10}" for k in range(len(rows))], capsize=3)
+            ax.bar(range(len(rows)), vals, yerr=errs, color=[colour[n] for n in names], capsize=3)
             ax.set_xticks(range(len(rows)))
             ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
             ax.set_title(f"{LABELS[m]}" + (f"\n{prior} prior" if j == 0 else ""), fontsize=9)

@@ -196,13 +196,16 @@ def random_text_embeddings(
 
 
 def build_sd21_shaped(
-    device: Union[torch.device, str], dtype: torch.dtype = torch.float16, *, seed: int = 0, text_len: int = 77
+    device: Union[torch.device, str], dtype: torch.dtype = torch.float16, *, seed: int = 0, text_len: int = 77,
+    multiview: bool = False, unet_config: Optional[Dict[str, Any]] = None,
 ) -> Any:
     """A :class:`StableDiffusionGuidance` with the exact shapes of SD 2.1-base and random weights (benchmarks).
 
     UNet (866M parameters) and VAE come from ``model_configs/sd21_base_{unet,vae}.json``, the schedule from
     ``sd21_base_scheduler.json``; the text encoder is replaced by random 77 x 1024 embeddings per direction.
-    Modules are built directly on ``device`` (no 3.5 GB fp32 copy on the CPU first).
+    Modules are built directly on ``device`` (no 3.5 GB fp32 copy on the CPU first). ``multiview``: MVDream's shape
+    instead (the same UNet with its camera MLP, 4 views attending to each other, 256-px input;
+    :mod:`splatgen.guidance.mvdream`). ``unet_config`` replaces the UNet's config (smoke tests).
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
@@ -210,11 +213,22 @@ def build_sd21_shaped(
 
     device = torch.device(device)
     torch.manual_seed(seed)
+    ucfg = dict(unet_config or load_model_config("sd21_base_unet"))
+    if multiview:
+        from .mvdream import mvdream_unet_config
+
+        ucfg = mvdream_unet_config(ucfg, sample_size=ucfg.get("sample_size", 64) // 2)
     with torch.device(device):
-        unet = UNet2DConditionModel.from_config(load_model_config("sd21_base_unet"))
+        unet = UNet2DConditionModel.from_config(ucfg)
         vae = AutoencoderKL.from_config(load_model_config("sd21_base_vae"))
     scheduler = DDPMScheduler.from_config(load_model_config("sd21_base_scheduler"))
     cond, uncond = random_text_embeddings(text_len, int(unet.config.cross_attention_dim), device=device, dtype=dtype, seed=seed)
-    return StableDiffusionGuidance.from_modules(
-        unet, vae, scheduler, text_embeddings=cond, uncond_embedding=uncond, device=device, dtype=dtype, name="sd21-base-shaped (random weights)"
+    g = StableDiffusionGuidance.from_modules(
+        unet, vae, scheduler, text_embeddings=cond, uncond_embedding=uncond, device=device, dtype=dtype,
+        name=("mvdream-sd21-shaped" if multiview else "sd21-base-shaped") + " (random weights)"
     )
+    if multiview:
+        from .mvdream import MVDREAM_SPEC
+
+        g.set_multiview(MVDREAM_SPEC)
+    return g
