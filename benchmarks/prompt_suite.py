@@ -144,6 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     import splatgen
     from splatgen.components import build_guidance
+    from splatgen.guidance.multiview import uses_view_words
     from splatgen.api import resolve_config
     from splatgen.trainer import preview_cameras, resolve_device
 
@@ -166,7 +167,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     t_all = time.perf_counter()
     for i, prompt in enumerate(prompts):
         t0 = time.perf_counter()
-        guidance.prepare_text(prompt, cfg0.guidance.negative_prompt, cfg0.guidance.view_dependent)
+        guidance.prepare_text(prompt, cfg0.guidance.negative_prompt, uses_view_words(guidance, cfg0.guidance.view_dependent))
         out_dir = args.out / "runs" / f"{i:03d}" if args.keep_runs else None
         res = splatgen.generate(prompt, config=args.config, overrides=overrides, guidance=guidance, out_dir=out_dir,
                                 overwrite=True)

@@ -52,6 +52,7 @@ from .api import check_prompt, resolve_config, run_generation
 from .config import Config
 from .errors import ConfigError, NonFiniteError, PromptError, RunDirError, RunInterrupted, SplatgenError, short
 from .fileio import atomic_write_text, json_line, open_own, open_own_text, spreadsheet_cell, write_json
+from .guidance.multiview import uses_view_words
 from .rundir import PARTIAL, RunFolder, partial_path, slug
 
 log = logging.getLogger("splatgen")
@@ -569,7 +570,8 @@ def _attempt(it: BatchItem, cfg: Config, out: Path, attempt: int, guidances: Dic
             guidances.clear()
             guidances[key] = build_guidance(cfg, device, keep_text_encoder=True)
         guidance = guidances[key]
-        guidance.prepare_text(cfg.prompt, cfg.guidance.negative_prompt, cfg.guidance.view_dependent)
+        guidance.prepare_text(cfg.prompt, cfg.guidance.negative_prompt,
+                              uses_view_words(guidance, cfg.guidance.view_dependent))
         result = run_generation(cfg, run, guidance=guidance, t0=t0, device=device)
         files = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
         metrics = dict(result.metrics or {})

@@ -12,7 +12,7 @@ import torch
 import splatgen
 from splatgen.cameras import orbit_cameras, sample_orbit_cameras
 from splatgen.errors import ConfigError, ModelLoadError
-from splatgen.guidance.conditioning import Conditioning, cfg_conditioning
+from splatgen.guidance.conditioning import KEY_INDEX, Conditioning, cfg_conditioning
 from splatgen.guidance.multiview import (
     SPEC_FILE, CrossViewAttnProcessor, MultiViewSpec, add_camera_input, camera_vectors, install_cross_view_attention,
     share_within_groups,
@@ -142,6 +142,33 @@ def test_every_loss_trains_with_a_multi_view_prior(mv_folder, loss, caplog):
                                                       f"guidance.loss={loss}", *TINY_RUN])
     assert r.history and all(torch.isfinite(torch.tensor(h["loss"])) for h in r.history)
     assert "no view words" in caplog.text
+
+
+def test_batches_and_single_runs_give_a_multi_view_prior_the_same_prompt_table(mv_folder, tmp_path, monkeypatch):
+    """The batch runner prepares the prompt itself: it must leave out the view words as the trainer does."""
+    from splatgen.batch import generate_many
+    from splatgen.guidance.multiview import uses_view_words
+
+    g = PixelGuidance(str(mv_folder), "cpu")
+    assert uses_view_words(g, True) is False and uses_view_words(g, False) is False
+    assert uses_view_words(object(), True) is True  # a guidance without a spec: the config decides
+    g.keep_text_encoder = True
+    g.prepare_text("a red mug", "", uses_view_words(g, True))
+    table = g.text_table()
+    for k in ("front", "side", "back", "overhead"):  # every direction is the plain prompt
+        assert torch.equal(table[KEY_INDEX[k]], table[KEY_INDEX["prompt"]])
+    seen = []
+    real = PixelGuidance.prepare_text
+
+    def spy(self, prompt, negative_prompt="", view_dependent=True):
+        seen.append(view_dependent)
+        return real(self, prompt, negative_prompt, view_dependent)
+
+    monkeypatch.setattr(PixelGuidance, "prepare_text", spy)
+    res = generate_many(["a red mug", "a blue chair"], tmp_path / "b", config="default",
+                        overrides=["guidance.type=pixel", f"guidance.model={mv_folder}", *TINY_RUN])
+    assert res["done"] == 2 and res.get("failed", 0) == 0
+    assert seen == [False, False]
 
 
 def test_multi_view_prior_refuses_what_it_cannot_do(mv_folder):

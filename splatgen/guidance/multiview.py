@@ -206,6 +206,13 @@ def add_camera_input(unet: torch.nn.Module, camera_dim: int = 16, seed: int = 0)
     return new.to(next(unet.parameters()).dtype)
 
 
+def uses_view_words(guidance: Any, view_dependent: bool) -> bool:
+    """Whether the prompt gets view words (", front view") with this guidance: ``guidance.view_dependent``, unless
+    the prior is a multi-view one trained without them (it reads the camera instead)."""
+    spec = getattr(guidance, "multiview", None)
+    return bool(view_dependent) and (spec is None or spec.view_prompts)
+
+
 def group_rows(n: int, num_views: int) -> List[Tuple[int, int]]:
     """The [start, end) row ranges of the groups of a batch of ``n`` rows (n a multiple of ``num_views``)."""
     if n % num_views:
@@ -227,4 +234,5 @@ def share_within_groups(t: Tensor, num_views: int) -> Tensor:
 __all__ = [
     "CAMERA_FORMATS", "CrossViewAttnProcessor", "MultiViewSpec", "SPEC_FILE", "add_camera_input",
     "camera_unet_config", "camera_vectors", "group_rows", "install_cross_view_attention", "share_within_groups",
+    "uses_view_words",
 ]
