@@ -680,6 +680,11 @@ def config_files(config: str | Path | Sequence[str | Path] | None) -> List[str |
     return [config] if isinstance(config, (str, Path)) else list(config)
 
 
+#: what an override's key may look like: dotted identifiers (``run.steps``); OmegaConf's parser fails with a
+#: traceback on some other shapes ('[' for one)
+_OVERRIDE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
 def load_config(
     files: Sequence[str | Path] = (),
     overrides: Sequence[str] = (),
@@ -706,6 +711,10 @@ def load_config(
         for o in overrides:
             if "=" not in o:
                 raise ConfigError(f"override {o!r} is not of the form key=value (e.g. run.steps=200)")
+            key = o.split("=", 1)[0].strip()
+            if not _OVERRIDE_KEY.fullmatch(key):
+                raise ConfigError(f"override {o!r}: {key!r} is not a config key; keys are section.name, e.g. "
+                                  "run.steps=200 (`splatgen config` lists them)")
             _no_environment(o, f"override {o!r}")
         for o in overrides:
             try:

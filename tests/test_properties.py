@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from splatgen.config import Config, load_config
@@ -28,6 +28,8 @@ VALUES = st.one_of(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(st.tuples(st.sampled_from(KEYS), VALUES).map(lambda kv: f"{kv[0]}={kv[1]}"),
                           st.text(max_size=30)), max_size=4))
+@example(["[="])  # found by Hypothesis: OmegaConf's key parser raised IndexError
+@example(["run.steps[0]=1", "a b=1"])
 def test_any_override_gives_a_valid_config_or_a_config_error(overrides):
     try:
         cfg = load_config(["world"], overrides)
