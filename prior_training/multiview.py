@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import torch
 
@@ -35,7 +35,7 @@ from splatgen.errors import SplatgenError
 from splatgen.guidance.multiview import MultiViewSpec, add_camera_input, camera_vectors, install_cross_view_attention
 
 from .data import PLAIN, WorldViews
-from .unet import EMA, min_snr_weight
+from .unet import EMA, diffusion_loss
 
 
 def _group_caption_ids(table, pair_ids: torch.Tensor, V: int, opts, gen: torch.Generator) -> torch.Tensor:
@@ -49,22 +49,6 @@ def _group_caption_ids(table, pair_ids: torch.Tensor, V: int, opts, gen: torch.G
     return ids.repeat_interleave(V)
 
 
-def multiview_loss(unet: torch.nn.Module, x0: torch.Tensor, emb: torch.Tensor, cams: torch.Tensor, V: int,
-                   alphas_cumprod: torch.Tensor, generator: torch.Generator, snr_gamma: float = 5.0) -> torch.Tensor:
-    """The diffusion loss of a batch of groups: x0 [G*V, 3, S, S], one timestep per group, cams [G*V, 16]."""
-    N = x0.shape[0]
-    T = alphas_cumprod.shape[0]
-    dev = generator.device
-    t = torch.randint(0, T, (N // V,), generator=generator, device=dev).repeat_interleave(V).to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=dev).to(x0.device)
-    abar = alphas_cumprod[t].view(N, 1, 1, 1)
-    x_t = abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
-    pred = unet(x_t, t, encoder_hidden_states=emb, class_labels=cams).sample
-    per_sample = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
-    w = min_snr_weight(alphas_cumprod, t, snr_gamma) if snr_gamma > 0 else torch.ones_like(per_sample)
-    return (w * per_sample).mean()
-
-
 def train_mvunet(opts, views: int = 4) -> Dict[str, Any]:
     """Fine-tune ``RUN/unet``'s EMA weights into a multi-view prior of ``views`` views (``RUN/mvunet``)."""
     from diffusers import UNet2DConditionModel
@@ -72,13 +56,8 @@ def train_mvunet(opts, views: int = 4) -> Dict[str, Any]:
     from . import train as T
 
     prof = opts.profile
-    device = T._device(opts.device)
     out = Path(opts.out)
-    pdir = out / "mvunet"
-    pdir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = pdir / "checkpoint.pt"
-    if ckpt_path.exists() and not opts.resume:
-        raise SplatgenError(f"{ckpt_path} exists: pass --resume to continue training it, or choose another --out")
+    device, _, ckpt_path, log, clock = T.start_phase(opts, "mvunet")
     base_path = out / "unet" / "checkpoint.pt"
     if not base_path.exists() and not ckpt_path.exists():
         raise SplatgenError(f"{base_path} does not exist: train or import the single-view prior first "
@@ -89,10 +68,7 @@ def train_mvunet(opts, views: int = 4) -> Dict[str, Any]:
     V = int(views)
     if prof.views_per_object % V or prof.pool_capacity % V:
         raise SplatgenError(f"--views {V} must divide the profile's views per object ({prof.views_per_object})")
-    log = T.Logger(pdir / "log.jsonl", "mvunet")
     seed = opts.seed * 10 + 3
-    clock = T.Clock(opts.minutes, opts.steps, opts.deadline)
-    T._setup_device(device)
     torch.manual_seed(seed)
     table = T.CaptionTable()
     emb_table = T.caption_embeddings(clip_dir, device, table)
@@ -157,7 +133,7 @@ def train_mvunet(opts, views: int = 4) -> Dict[str, Any]:
         for g in opt.param_groups:
             g["lr"] = lr * T.lr_factor(state["opt_steps"], prof.unet_warmup, 0.0, 0.0)
         with T._autocast(device):
-            loss = multiview_loss(unet, x0, emb, cams, V, alphas_cumprod, noise_gen, opts.snr_gamma)
+            loss = diffusion_loss(unet, x0, emb, alphas_cumprod, noise_gen, opts.snr_gamma, class_labels=cams, group_size=V)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -211,4 +187,4 @@ def export_multiview(run: Path, base: Path, to: Path, overwrite: bool = False) -
     return to
 
 
-__all__ = ["export_multiview", "multiview_loss", "train_mvunet"]
+__all__ = ["export_multiview", "train_mvunet"]

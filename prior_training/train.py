@@ -205,6 +205,21 @@ class Clock:
         return time.time() >= self.end
 
 
+def start_phase(opts: "TrainOptions", phase: str):
+    """What every phase opens with: its device (set up), folder ``RUN/<phase>``, checkpoint path (an existing
+    checkpoint is refused without ``--resume``), log and clock. Returns (device, folder, checkpoint, log, clock)."""
+    device = _device(opts.device)
+    pdir = Path(opts.out) / phase
+    pdir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = pdir / "checkpoint.pt"
+    if ckpt_path.exists() and not opts.resume:
+        raise SplatgenError(f"{ckpt_path} exists: pass --resume to continue training it, or choose another --out")
+    log = Logger(pdir / "log.jsonl", phase)
+    clock = Clock(opts.minutes, opts.steps, opts.deadline)
+    _setup_device(device)
+    return device, pdir, ckpt_path, log, clock
+
+
 def lr_factor(opt_steps: int, warmup: int, fraction: float, cooldown: float) -> float:
     """Linear warm-up over ``warmup`` optimizer steps, then constant, then (``cooldown`` > 0) linear decay to
     zero over the last ``cooldown`` fraction of the budget."""
@@ -341,16 +356,8 @@ def train_clip(opts: TrainOptions, role: str = "clip") -> Dict[str, Any]:
 
     assert role in ("clip", "evaluator")
     prof = opts.profile
-    device = _device(opts.device)
-    pdir = Path(opts.out) / role
-    pdir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = pdir / "checkpoint.pt"
-    if ckpt_path.exists() and not opts.resume:
-        raise SplatgenError(f"{ckpt_path} exists: pass --resume to continue training it, or choose another --out")
-    log = Logger(pdir / "log.jsonl", role)
+    device, pdir, ckpt_path, log, clock = start_phase(opts, role)
     seed = opts.seed * 10 + PHASE_SEED[role]
-    clock = Clock(opts.minutes, opts.steps, opts.deadline)
-    _setup_device(device)
 
     bpe = write_world_bpe(pdir / BPE_NAME)
     context_length = prof.clip_config["text_cfg"]["context_length"]
@@ -471,20 +478,12 @@ def caption_embeddings(clip_folder: Path, device: torch.device, table: Optional[
 def train_unet(opts: TrainOptions) -> Dict[str, Any]:
     """Train the diffusion model on the prior's data, conditioned on the frozen text encoder of ``RUN/clip``."""
     prof = opts.profile
-    device = _device(opts.device)
     out = Path(opts.out)
-    pdir = out / "unet"
-    pdir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = pdir / "checkpoint.pt"
-    if ckpt_path.exists() and not opts.resume:
-        raise SplatgenError(f"{ckpt_path} exists: pass --resume to continue training it, or choose another --out")
+    device, _, ckpt_path, log, clock = start_phase(opts, "unet")
     clip_dir = out / "clip" / "model"
     if not clip_dir.is_dir():
         raise SplatgenError(f"{clip_dir} does not exist: train the text encoder first (python -m prior_training.train clip --out {out})")
-    log = Logger(pdir / "log.jsonl", "unet")
     seed = opts.seed * 10 + PHASE_SEED["unet"]
-    clock = Clock(opts.minutes, opts.steps, opts.deadline)
-    _setup_device(device)
 
     torch.manual_seed(seed)
     table = CaptionTable()

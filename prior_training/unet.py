@@ -92,15 +92,23 @@ def diffusion_loss(
     alphas_cumprod: Tensor,
     generator: Optional[torch.Generator] = None,
     snr_gamma: float = 5.0,
+    class_labels: Optional[Tensor] = None,
+    group_size: int = 1,
 ) -> Tensor:
-    """The training loss of one batch: x0 [B, 3, S, S] in [-1, 1], text embeddings [B, L, D]."""
+    """The training loss of one batch: x0 [B, 3, S, S] in [-1, 1], text embeddings [B, L, D].
+
+    The multi-view prior's batches (``prior_training.multiview``): ``class_labels`` [B, 16] the views' cameras, and
+    one timestep per group of ``group_size`` consecutive rows (the views of one object); ``group_size=1`` draws
+    exactly as the single-view prior's training does."""
     B = x0.shape[0]
     T = alphas_cumprod.shape[0]
-    t = torch.randint(0, T, (B,), generator=generator, device=generator.device if generator is not None else x0.device).to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=generator.device if generator is not None else x0.device).to(x0.device)
+    dev = generator.device if generator is not None else x0.device
+    t = torch.randint(0, T, (B // group_size,), generator=generator, device=dev)
+    t = (t.repeat_interleave(group_size) if group_size > 1 else t).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=dev).to(x0.device)
     abar = alphas_cumprod[t].view(B, 1, 1, 1)
     x_t = abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
-    pred = unet(x_t, t, encoder_hidden_states=emb).sample
+    pred = unet(x_t, t, encoder_hidden_states=emb, class_labels=class_labels).sample
     per_sample = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
     w = min_snr_weight(alphas_cumprod, t, snr_gamma) if snr_gamma > 0 else torch.ones_like(per_sample)
     return (w * per_sample).mean()

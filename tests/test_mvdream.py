@@ -5,7 +5,6 @@ reach this machine; the README gives the command a user runs with theirs."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Dict
 
 import pytest

@@ -31,10 +31,9 @@ A model folder declares itself multi-view with ``multiview.json`` (:data:`SPEC_F
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -213,13 +212,6 @@ def uses_view_words(guidance: Any, view_dependent: bool) -> bool:
     return bool(view_dependent) and (spec is None or spec.view_prompts)
 
 
-def group_rows(n: int, num_views: int) -> List[Tuple[int, int]]:
-    """The [start, end) row ranges of the groups of a batch of ``n`` rows (n a multiple of ``num_views``)."""
-    if n % num_views:
-        raise ValueError(f"{n} rows are not groups of {num_views} views")
-    return [(g, g + num_views) for g in range(0, n, num_views)]
-
-
 def share_within_groups(t: Tensor, num_views: int) -> Tensor:
     """Each group's first value for all its rows (one timestep per object: the views of a group are denoised
     together)."""
@@ -233,6 +225,6 @@ def share_within_groups(t: Tensor, num_views: int) -> Tensor:
 
 __all__ = [
     "CAMERA_FORMATS", "CrossViewAttnProcessor", "MultiViewSpec", "SPEC_FILE", "add_camera_input",
-    "camera_unet_config", "camera_vectors", "group_rows", "install_cross_view_attention", "share_within_groups",
+    "camera_unet_config", "camera_vectors", "install_cross_view_attention", "share_within_groups",
     "uses_view_words",
 ]
