@@ -5,6 +5,8 @@ reach this machine; the README gives the command a user runs with theirs."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Dict
 
 import pytest
@@ -141,3 +143,18 @@ def test_conversion_errors_are_one_line(mvdream, tmp_path, capsys):
     assert "exists; pass --overwrite" in capsys.readouterr().err
     with pytest.raises(SplatgenError):
         convert(mvdream["ckpt"], str(mvdream["base"]), tmp_path / "exists")
+
+
+def test_mvdream_step_benchmark_runs_at_smoke_size(tmp_path):
+    """benchmarks/perf/mvdream_step.py (the MVDream-shaped step; GPU numbers come from the device) at smoke size:
+    a row with every stage timed, FLOPs counted and a fraction of the measured peak."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "perf"))
+    import mvdream_step
+
+    result = mvdream_step.main(["--small", "--models", "mvdream", "--out", str(tmp_path / "mv.json")])
+    (row,) = result["rows"]
+    assert "error" not in row, row
+    assert row["model"] == "mvdream" and row["views"] == 4 and row["ms_per_step"] > 0
+    assert set(row["stage_ms"]) == {"render", "encoder", "unet", "sds", "optimizer", "densify"}
+    assert result["flops_tflop"]["mvdream"]["unet_fwd"] > 0 and row["fraction_of_peak"]["unet"] > 0

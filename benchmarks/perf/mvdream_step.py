@@ -20,45 +20,24 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import environment, write_json  # noqa: E402
+from common import environment, matmul_peak, time_train_steps, write_json  # noqa: E402
 
 from splatgen.cameras import evenly_spaced_cameras  # noqa: E402
 from splatgen.config import load_config  # noqa: E402
 from splatgen.guidance.conditioning import cfg_conditioning  # noqa: E402
 from splatgen.guidance.tiny import build_sd21_shaped  # noqa: E402
-from splatgen.trainer import STAGES, Trainer  # noqa: E402
+from splatgen.trainer import Trainer  # noqa: E402
 
 SMALL_UNET = dict(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
                   down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=1024,
                   attention_head_dim=8, norm_num_groups=32, use_linear_projection=True)
-
-
-def matmul_peak(device: torch.device, dtype=torch.bfloat16, n: int = 8192, reps: int = 10) -> float:
-    """Measured dense matmul TFLOP/s on random data (the ceiling the stages are compared with)."""
-    if device.type != "cuda":
-        n, reps = 512, 3
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    _sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def count_flops(guidance, views: int, size: int) -> Dict[str, float]:
@@ -96,30 +75,8 @@ def run(guidance, args, name: str, dtype_name: str) -> dict:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(cfg, guidance, profile=False, device=dev)
-    _sync(dev)
-    t = time.perf_counter()
-    trainer.train_step(0)
-    _sync(dev)
-    first = time.perf_counter() - t
-    for step in range(1, args.warmup):
-        trainer.train_step(step)
-    _sync(dev)
-    t = time.perf_counter()
-    for step in range(args.warmup, args.warmup + args.steps):
-        trainer.train_step(step)
-    _sync(dev)
-    ms = 1000 * (time.perf_counter() - t) / args.steps
-    trainer.timer.enabled = True
-    trainer.timer.totals = {s: 0.0 for s in STAGES}
-    for step in range(args.warmup + args.steps, total):
-        trainer.train_step(step)
-    st = {k: 1000 * v / args.steps for k, v in trainer.timer.totals.items()}
-    row = {"model": name, "dtype": dtype_name, "views": args.views, "size": args.size, "ms_per_step": round(ms, 2),
-           "first_step_s": round(first, 2),
-           "stage_ms": {"render": round(st["render"] + st["backward_render"], 2),
-                        "encoder": round(st["vae"] + st["backward_vae"], 2), "unet": round(st["unet"], 2),
-                        "sds": round(st["sds"], 2), "optimizer": round(st["optimizer"], 2),
-                        "densify": round(st["densify"], 2)},
+    t = time_train_steps(trainer, args.warmup, args.steps)
+    row = {"model": name, "dtype": dtype_name, "views": args.views, "size": args.size, **t,
            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3) if dev.type == "cuda" else None}
     del trainer
     return row

@@ -24,31 +24,17 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import environment, write_json  # noqa: E402
+from common import environment, matmul_peak, time_train_steps, write_json  # noqa: E402
 
 from splatgen.config import load_config  # noqa: E402
 from splatgen.guidance.tiny import build_sd21_shaped  # noqa: E402
-from splatgen.trainer import STAGES, Trainer  # noqa: E402
-
-
-def matmul_peak(dtype=torch.bfloat16, n: int = 8192, reps: int = 10) -> float:
-    """Measured dense matmul TFLOP/s on random data (the ceiling the stages are compared with)."""
-    a, b = torch.randn(n, n, device="cuda", dtype=dtype), torch.randn(n, n, device="cuda", dtype=dtype)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    torch.cuda.synchronize()
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
+from splatgen.trainer import Trainer  # noqa: E402
 
 
 def count_flops(guidance, views: int) -> Dict[str, float]:
@@ -84,30 +70,9 @@ def run_variant(guidance, views: int, args, name: str) -> dict:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     trainer = Trainer(cfg, guidance, profile=False)
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    trainer.train_step(0)
-    torch.cuda.synchronize()
-    first = time.perf_counter() - t
-    for step in range(1, args.warmup):
-        trainer.train_step(step)
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for step in range(args.warmup, args.warmup + args.steps):
-        trainer.train_step(step)
-    torch.cuda.synchronize()
-    ms = 1000 * (time.perf_counter() - t) / args.steps
-    trainer.timer.enabled = True
-    trainer.timer.totals = {s: 0.0 for s in STAGES}
-    for step in range(args.warmup + args.steps, total):
-        trainer.train_step(step)
-    st = {k: 1000 * v / args.steps for k, v in trainer.timer.totals.items()}
-    row = {"variant": name, "views": views, "ms_per_step": round(ms, 2), "first_step_s": round(first, 2),
-           "stage_ms": {"render": round(st["render"] + st["backward_render"], 2),
-                        "encoder": round(st["vae"] + st["backward_vae"], 2), "unet": round(st["unet"], 2),
-                        "sds": round(st["sds"], 2), "optimizer": round(st["optimizer"], 2),
-                        "densify": round(st["densify"], 2)},
-           "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
+    t = time_train_steps(trainer, args.warmup, args.steps)
+    row = {"variant": name, "views": views, "ms_per_step": t["ms_per_step"], "first_step_s": t["first_step_s"],
+           "stage_ms": t["stage_ms"], "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3)}
     del trainer
     return row
 
