@@ -144,7 +144,7 @@ class UNetGuidance(Guidance):
                 f"{getattr(cfg, 'class_embed_type', None)!r}"
             )
         install_cross_view_attention(self.unet, spec.num_views)
-        self.multiview = spec  # predict() then calls the UNet eagerly (the captured CUDA graphs take no class labels)
+        self.multiview = spec
         self._graphed = None
         self._compiled = None
 
@@ -300,12 +300,8 @@ class UNetGuidance(Guidance):
         x_in = x.detach()
         with torch.no_grad():
             unet = self._unet_module()
-            if cam is not None:
-                xx = x_in.to(self.dtype)
-                if self.channels_last:
-                    xx = xx.contiguous(memory_format=torch.channels_last)
-                out = unet(xx, t, encoder_hidden_states=emb, class_labels=cam).sample
-            elif self.cuda_graph and self.device.type == "cuda":
+            # The captured CUDA graphs take no class labels: a multi-view prior's UNet runs eagerly.
+            if cam is None and self.cuda_graph and self.device.type == "cuda":
                 if self._graphed is None or self._graphed.unet is not unet:
                     self._graphed = CudaGraphUNet(unet)
                 out = self._graphed(x_in.to(self.dtype), t, emb)
@@ -313,7 +309,7 @@ class UNetGuidance(Guidance):
                 xx = x_in.to(self.dtype)
                 if self.channels_last:
                     xx = xx.contiguous(memory_format=torch.channels_last)
-                out = unet(xx, t, encoder_hidden_states=emb).sample
+                out = unet(xx, t, encoder_hidden_states=emb, class_labels=cam).sample
         if out.shape[1] == 2 * x_in.shape[1]:
             out = out[:, : x_in.shape[1]]  # learned-variance models (DeepFloyd IF) append the variance channels
         return prediction_to_epsilon(out, x_in, t, self.alphas_cumprod, self.prediction_type)
