@@ -733,6 +733,11 @@ def _parser() -> argparse.ArgumentParser:
     mv = sub.add_parser("mvunet", help="fine-tune RUN/unet into the camera-aware multi-view prior (prior_training.multiview)")
     common(mv)
     mv.add_argument("--views", type=int, default=4, help="views denoised together")
+    mv.add_argument("--gated", action="store_true",
+                    help="zero-initialised gates on the cross-view attention (start exactly at the single-view prior)")
+    mv.add_argument("--view-words", action="store_true",
+                    help="keep the view words in the captions beside the camera (the trainer then prompts with them)")
+    mv.add_argument("--gate-lr-scale", type=float, default=100.0, help="the gates' learning rate / the UNet's")
     xm = sub.add_parser("export-mv", help="write the multi-view prior folder (RUN/mvunet + a base prior's CLIPs)")
     xm.add_argument("--out", type=Path, required=True, help="run folder")
     xm.add_argument("--from", dest="source", type=Path, required=True, help="the base prior folder")
@@ -769,7 +774,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif ns.command == "mvunet":
             from .multiview import train_mvunet
 
-            train_mvunet(_options(ns), ns.views)
+            train_mvunet(_options(ns), ns.views, gated=ns.gated, view_words=ns.view_words,
+                         gate_lr_scale=ns.gate_lr_scale)
         elif ns.command == "export-mv":
             from .multiview import export_multiview
 

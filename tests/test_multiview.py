@@ -14,8 +14,8 @@ from splatgen.cameras import orbit_cameras, sample_orbit_cameras
 from splatgen.errors import ConfigError, ModelLoadError
 from splatgen.guidance.conditioning import KEY_INDEX, Conditioning, cfg_conditioning
 from splatgen.guidance.multiview import (
-    SPEC_FILE, CrossViewAttnProcessor, MultiViewSpec, add_camera_input, camera_vectors, install_cross_view_attention,
-    share_within_groups,
+    SPEC_FILE, CrossViewAttnProcessor, GatedCrossViewAttnProcessor, MultiViewSpec, add_camera_input, camera_vectors,
+    install_cross_view_attention, share_within_groups, split_gates,
 )
 from splatgen.guidance.pixel import PixelGuidance
 from splatgen.guidance.tiny import _tiny_unet, make_tiny_pixel
@@ -73,6 +73,47 @@ def test_cross_view_attention_joins_the_views_of_a_group_and_only_them():
     torch.testing.assert_close(moved[4:], joint[4:])  # the other group does not
     with pytest.raises(ValueError, match="not a multiple of 4"):
         unet(x[:6], t[:6], encoder_hidden_states=emb[:6])
+
+
+def test_gated_cross_view_attention_starts_single_view_learns_its_gate_and_exports_as_mixes():
+    torch.manual_seed(0)
+    unet = _tiny_unet(3, 16, 32).eval()
+    x, t, emb = torch.randn(8, 3, 16, 16), torch.full((8,), 500), torch.randn(8, 6, 32)
+    with torch.no_grad():
+        plain = unet(x, t, encoder_hidden_states=emb).sample
+        install_cross_view_attention(unet, 4)
+        joint = unet(x, t, encoder_hidden_states=emb).sample
+    n = install_cross_view_attention(unet, 4, gated=True)
+    gates = [p for k, p in unet.named_parameters() if k.endswith(".processor.gate")]
+    assert len(gates) == n and all(float(g.detach()) == 0.0 for g in gates)
+    out = unet(x, t, encoder_hidden_states=emb).sample
+    torch.testing.assert_close(out, plain)  # gates at 0: the single-view model exactly
+    out.square().mean().backward()
+    assert all(g.grad is not None and g.grad.abs() > 0 for g in gates)  # ...and the gates can move off 0
+    with torch.no_grad():
+        for g in gates:
+            g.fill_(20.0)  # tanh(20) = 1: joint attention
+        torch.testing.assert_close(unet(x, t, encoder_hidden_states=emb).sample, joint)
+        for i, g in enumerate(gates):
+            g.fill_(0.1 * (i + 1))
+        gated_out = unet(x, t, encoder_hidden_states=emb).sample
+    # Export: the weights without the gates, the mixes by layer; the fixed processors give the same function.
+    weights, mix = split_gates(unet.state_dict())
+    assert not any(k.endswith(".gate") for k in weights) and len(mix) == n
+    assert set(mix) == {k for k in unet.attn_processors if k.endswith("attn1.processor")}
+    served = _tiny_unet(3, 16, 32).eval()
+    served.load_state_dict(weights)
+    install_cross_view_attention(served, 4, mix=mix)
+    assert all(isinstance(p, CrossViewAttnProcessor) and not isinstance(p, GatedCrossViewAttnProcessor)
+               for k, p in served.attn_processors.items() if k.endswith("attn1.processor"))
+    with torch.no_grad():
+        torch.testing.assert_close(served(x, t, encoder_hidden_states=emb).sample, gated_out)
+    spec = MultiViewSpec(num_views=4, cross_view_mix=mix)
+    assert MultiViewSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    with pytest.raises(ModelLoadError, match="does not have"):
+        install_cross_view_attention(served, 4, mix={"mid_block.nothing.attn1.processor": 0.5})
+    with pytest.raises(ModelLoadError, match=r"must be a number in \[-1, 1\]"):
+        MultiViewSpec(num_views=4, cross_view_mix={next(iter(mix)): 3.0})
 
 
 def test_camera_input_starts_as_the_text_to_image_model():

@@ -435,3 +435,40 @@ def test_multiview_prior_starts_as_the_single_view_one_trains_resumes_and_loads(
     card = json.loads((prior_mv / "prior_card.json").read_text())
     assert card["multiview"]["training"]["steps"] == 4
     check_prior_folder(prior_mv)
+    # The gated recipe with view words: gates in the checkpoint, mixes and view prompts in the exported spec, and a
+    # checkpoint is resumed only with the options it was trained with.
+    gated = tmp_path / "gated"
+    for part in ("clip", "unet"):
+        shutil.copytree(tiny_run["run"] / part, gated / part)
+    summary = train_mvunet(TrainOptions(out=gated, steps=2, **kw), gated=True, view_words=True)
+    assert summary["gated"] and summary["view_words"] and -1 < summary["mix_min"] <= summary["mix_max"] < 1
+    ck = torch.load(gated / "mvunet" / "checkpoint.pt", weights_only=False)
+    assert any(k.endswith(".processor.gate") for k in ck["unet"])
+    with pytest.raises(SplatgenError, match="resume it with the same options"):
+        train_mvunet(TrainOptions(out=gated, steps=1, resume=True, **kw))
+    prior_g = export_multiview(gated, tiny_run["prior"], tmp_path / "prior_g")
+    g2 = build_guidance(load_config(overrides=[f"guidance.model={prior_g}"]), "cpu")
+    assert g2.multiview.view_prompts is True and len(g2.multiview.cross_view_mix) == sum(
+        1 for k in ck["unet"] if k.endswith(".processor.gate"))
+    check_prior_folder(prior_g)
+
+
+def test_multiview_captions_are_one_object_per_group_with_each_views_own_view_word() -> None:
+    from prior_training.data import DIRECTIONS
+    from prior_training.multiview import _group_caption_ids
+    from prior_training.train import CaptionTable
+
+    table = CaptionTable()
+    V, G = 4, 64
+    pair_ids = torch.randint(0, 20, (G, 1)).expand(G, V).reshape(-1)
+    dir_ids = torch.arange(V).repeat(G) % len(DIRECTIONS)
+    opts = TrainOptions(out=Path("unused"), p_plain=0.25, p_no_colour=0.25, p_uncond=0.25)
+    ids = _group_caption_ids(table, pair_ids, V, opts, torch.Generator().manual_seed(0), dir_ids).view(G, V)
+    texts = [[table.texts[int(i)] for i in row] for row in ids]
+    uncond = [all(t == "" for t in row) for row in texts]
+    assert 0 < sum(uncond) < G and all(all(t == "" for t in row) or all(t for t in row) for row in texts)
+    with_words = [row for row in texts if row[0] and "view" in row[0]]
+    assert with_words and all(len(set(row)) == V for row in with_words)  # each view its own view word
+    assert all(len({t.split(",")[0] for t in row}) == 1 for row in texts)  # one object (and colour) per group
+    plain = _group_caption_ids(table, pair_ids, V, opts, torch.Generator().manual_seed(0)).view(G, V)
+    assert all(len(set(row.tolist())) == 1 for row in plain) and not any("view" in table.texts[int(i)] for i in plain[:, 0])

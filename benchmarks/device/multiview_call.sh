@@ -3,10 +3,14 @@
 # (prior_training.multiview), export it, and put it on the quality track beside the single-view prior.
 #
 #   MV_MINUTES=4 QUALITY_S=150 bash benchmarks/device/multiview_call.sh
+#   MV_ARGS="--gated --view-words" MV_NAME=mvg ... bash benchmarks/device/multiview_call.sh   # the gated recipe
+#
+# MV_ARGS go to the mvunet phase; MV_NAME names the prior's method on the quality track (default mv); METHODS
+# lists the methods run (default "$MV_NAME sds"), SEEDS the seeds (default 0).
 #
 # Writes into $OUT: log.txt, mvunet_log.jsonl, the prior's unet weights in parts of 15 MB (unet.part-aa ...; join
 # with `cat unet.part-* > diffusion_pytorch_model.safetensors`; what comes back is limited to 16 MB a file),
-# the quality rows (quality_mv.jsonl) and previews.tgz; log.txt ends with multiview.json and the card's multiview part.
+# multiview.json, the quality rows (quality_mv.jsonl) and previews.tgz; log.txt ends with multiview.json and the card's multiview part.
 # SMALL=1 runs every step at smoke size on the CPU (a check of this script, not a measurement).
 set -o pipefail
 : "${OUT:?OUT must name the output folder}"
@@ -17,21 +21,23 @@ if [ -z "${SMALL:-}" ]; then source benchmarks/device/setup.sh >> "$LOG" 2>&1; f
 RUN=/tmp/mvrun; PRIOR_MV=/tmp/prior_mv; rm -rf $RUN $PRIOR_MV
 echo "[multiview_call] setup done at $(( $(date +%s) - T0 )) s" | tee -a "$LOG"
 step() { local limit=$1; shift; echo "== $* (limit ${limit}s, at $(( $(date +%s) - T0 )) s)" | tee -a "$LOG"; timeout -s TERM "$limit" "$@" >> "$LOG" 2>&1; local rc=$?; echo "   exit $rc at $(( $(date +%s) - T0 )) s" | tee -a "$LOG"; return $rc; }
-TRAIN_ARGS=(--minutes "${MV_MINUTES:-4}" --views "${VIEWS:-4}")
-if [ -n "${SMALL:-}" ]; then TRAIN_ARGS=(--steps 2 --batch 8 --workers 0 --views "${VIEWS:-4}"); fi
+MV_NAME=${MV_NAME:-mv}
+TRAIN_ARGS=(--minutes "${MV_MINUTES:-4}" --views "${VIEWS:-4}" ${MV_ARGS:-})
+if [ -n "${SMALL:-}" ]; then TRAIN_ARGS=(--steps 2 --batch 8 --workers 0 --views "${VIEWS:-4}" ${MV_ARGS:-}); fi
 step 60 python3 -m prior_training.train import --out $RUN --from splatgen/assets/prior &&
 step "$(python3 -c "print(int(${MV_MINUTES:-4} * 60 + 120))")" python3 -m prior_training.train mvunet --out $RUN "${TRAIN_ARGS[@]}" &&
 step 60 python3 -m prior_training.train export-mv --out $RUN --from splatgen/assets/prior --to $PRIOR_MV || exit 1
 cp $RUN/mvunet/log.jsonl "$OUT/mvunet_log.jsonl"
 python3 -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))['multiview']))" $PRIOR_MV/prior_card.json >> "$LOG"
+cp $PRIOR_MV/multiview.json "$OUT/multiview.json"
 split -b 15M $PRIOR_MV/unet/diffusion_pytorch_model.safetensors "$OUT/unet.part-"
 mkdir -p /tmp/previews
 Q=(python3 benchmarks/suite/quality.py --evals 1 --priors bundled --prompt-set 20 --previews /tmp/previews
-   --variant mv guidance.model=$PRIOR_MV)
+   --variant "$MV_NAME" guidance.model=$PRIOR_MV)
 if [ -n "${SMALL:-}" ]; then
-  step 600 "${Q[@]}" --small --out "$OUT/quality_mv.jsonl" --prompts "a red mug" --seeds 0 --methods mv -- camera.batch_size=4
+  step 600 "${Q[@]}" --small --out "$OUT/quality_mv.jsonl" --prompts "a red mug" --seeds 0 --methods "$MV_NAME" -- camera.batch_size=4
 else
-  step "${QUALITY_S:-150}" "${Q[@]}" --out "$OUT/quality_mv.jsonl" --seeds ${SEEDS:-0} --procs-per-gpu 10 --methods ${METHODS:-mv sds}
+  step "${QUALITY_S:-150}" "${Q[@]}" --out "$OUT/quality_mv.jsonl" --seeds ${SEEDS:-0} --procs-per-gpu 10 --methods ${METHODS:-$MV_NAME sds}
 fi
 tar -czf "$OUT/previews.tgz" -C /tmp previews
 grep -c '"error"' "$OUT/quality_mv.jsonl" | sed 's/^/failed runs: /' | tee -a "$LOG"

@@ -56,6 +56,9 @@ class MultiViewSpec:
         normalise_distance: the camera position scaled to unit length (MVDream) or kept (world units).
         view_prompts: the model was trained with view words (", front view") beside its cameras.
         elevation_range: the elevations (degrees) the model was trained on; the trainer warns outside them.
+        cross_view_mix: a gated prior's weight of the joint attention in each self-attention layer (processor name
+            to w: the layer's output is ``(1 - w) * per-view + w * joint``); None: joint attention everywhere
+            (MVDream). See :class:`CrossViewAttnProcessor`.
     """
 
     num_views: int = 4
@@ -63,12 +66,16 @@ class MultiViewSpec:
     normalise_distance: bool = False
     view_prompts: bool = False
     elevation_range: Tuple[float, float] = (-10.0, 45.0)
+    cross_view_mix: Optional[Dict[str, float]] = None
 
     def __post_init__(self) -> None:
         if int(self.num_views) < 1:
             raise ModelLoadError(f"{SPEC_FILE}: num_views must be >= 1, got {self.num_views}")
         if self.camera not in CAMERA_FORMATS:
             raise ModelLoadError(f"{SPEC_FILE}: camera {self.camera!r} is not known; expected one of {list(CAMERA_FORMATS)}")
+        for name, w in (self.cross_view_mix or {}).items():
+            if not isinstance(w, (int, float)) or not -1.0 <= float(w) <= 1.0:
+                raise ModelLoadError(f"{SPEC_FILE}: cross_view_mix[{name!r}] must be a number in [-1, 1], got {w!r}")
 
     @property
     def camera_dim(self) -> int:
@@ -147,38 +154,93 @@ class CrossViewAttnProcessor:
     Wraps diffusers' scaled-dot-product processor: for self-attention (no ``encoder_hidden_states``) the
     [G*V, L, C] hidden states become [G, V*L, C], attend, and go back; cross-attention is left to the wrapped
     processor unchanged. With ``num_views = 1`` it is the wrapped processor exactly.
+
+    ``mix`` < 1 (a gated prior, :class:`GatedCrossViewAttnProcessor`) blends the layer's per-view and joint
+    attention: ``per_view + mix * (joint - per_view)``; ``mix = 0`` is the single-view layer.
     """
 
-    def __init__(self, num_views: int):
+    def __init__(self, num_views: int, mix: float = 1.0):
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         self.num_views = int(num_views)
+        self.mix = float(mix)
         self.inner = AttnProcessor2_0()
 
-    def __call__(self, attn, hidden_states: Tensor, encoder_hidden_states: Optional[Tensor] = None,
-                 attention_mask: Optional[Tensor] = None, temb: Optional[Tensor] = None, **kwargs) -> Tensor:
-        V = self.num_views
-        if encoder_hidden_states is not None or V == 1 or hidden_states.dim() != 3:
-            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+    def _joint(self, attn, hidden_states: Tensor, attention_mask, temb, **kwargs) -> Tensor:
         N, L, C = hidden_states.shape
+        V = self.num_views
         if N % V:
             raise ValueError(f"a multi-view prior of {V} views got a batch of {N} rows (not a multiple of {V})")
         joint = hidden_states.reshape(N // V, V * L, C)
-        out = self.inner(attn, joint, None, attention_mask, temb, **kwargs)
-        return out.reshape(N, L, C)
+        return self.inner(attn, joint, None, attention_mask, temb, **kwargs).reshape(N, L, C)
+
+    def __call__(self, attn, hidden_states: Tensor, encoder_hidden_states: Optional[Tensor] = None,
+                 attention_mask: Optional[Tensor] = None, temb: Optional[Tensor] = None, **kwargs) -> Tensor:
+        if encoder_hidden_states is not None or self.num_views == 1 or hidden_states.dim() != 3 or self.mix == 0.0:
+            return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        joint = self._joint(attn, hidden_states, attention_mask, temb, **kwargs)
+        if self.mix == 1.0:
+            return joint
+        alone = self.inner(attn, hidden_states, None, attention_mask, temb, **kwargs)
+        return alone + self.mix * (joint - alone)
 
 
-def install_cross_view_attention(unet: torch.nn.Module, num_views: int) -> int:
+class GatedCrossViewAttnProcessor(torch.nn.Module):
+    """The trainable form of a gated cross-view layer: ``mix = tanh(gate)`` with ``gate`` a learnt scalar that
+    starts at 0, so a single-view UNet given these layers starts as exactly itself and learns how much to look at
+    the other views (a Flamingo-style zero-initialised gate; MVDream's ungated layers start at full joint attention,
+    which moves a small prior far from its function before its camera input has learnt anything). The gate is a
+    parameter of the UNet (``<layer>.processor.gate`` in its state dict); an exported prior keeps the mixes in
+    :attr:`MultiViewSpec.cross_view_mix` and serves them with :class:`CrossViewAttnProcessor`."""
+
+    def __init__(self, num_views: int):
+        super().__init__()
+        self.gate = torch.nn.Parameter(torch.zeros(()))
+        self.fixed = CrossViewAttnProcessor(num_views)
+
+    @property
+    def mix(self) -> Tensor:
+        return torch.tanh(self.gate)
+
+    def forward(self, attn, hidden_states: Tensor, encoder_hidden_states: Optional[Tensor] = None,
+                attention_mask: Optional[Tensor] = None, temb: Optional[Tensor] = None, **kwargs) -> Tensor:
+        f = self.fixed
+        if encoder_hidden_states is not None or f.num_views == 1 or hidden_states.dim() != 3:
+            return f.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+        joint = f._joint(attn, hidden_states, attention_mask, temb, **kwargs)
+        alone = f.inner(attn, hidden_states, None, attention_mask, temb, **kwargs)
+        return alone + self.mix.to(alone.dtype) * (joint - alone)
+
+
+#: the suffix of a gate's key in a UNet's state dict
+GATE_SUFFIX = ".processor.gate"
+
+
+def install_cross_view_attention(unet: torch.nn.Module, num_views: int, mix: Optional[Dict[str, float]] = None,
+                                 gated: bool = False) -> int:
     """Make every transformer block's self-attention (``attn1``) of ``unet`` attend across ``num_views`` views;
-    the other attention layers keep their processors. Returns how many layers changed."""
+    the other attention layers keep their processors. Returns how many layers changed.
+
+    ``mix`` (a spec's :attr:`~MultiViewSpec.cross_view_mix`) gives each layer's weight of the joint attention
+    (layers it does not name get 1); ``gated`` installs trainable gates starting at 0 instead
+    (:class:`GatedCrossViewAttnProcessor`)."""
     procs = dict(unet.attn_processors)
-    changed = 0
-    for name in procs:
-        if name.endswith("attn1.processor"):
-            procs[name] = CrossViewAttnProcessor(num_views)
-            changed += 1
+    layers = [name for name in procs if name.endswith("attn1.processor")]
+    unknown = sorted(set(mix or {}) - set(layers))
+    if unknown:
+        raise ModelLoadError(f"{SPEC_FILE}: cross_view_mix names layers this UNet does not have: {unknown[:3]}")
+    for name in layers:
+        procs[name] = GatedCrossViewAttnProcessor(num_views) if gated else CrossViewAttnProcessor(num_views, (mix or {}).get(name, 1.0))
     unet.set_attn_processor(procs)
-    return changed
+    return len(layers)
+
+
+def split_gates(state: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Dict[str, float]]:
+    """A gated UNet's state dict as (the plain UNet's state dict, each layer's mix ``tanh(gate)`` by processor
+    name), the form an exported prior keeps (weights, :attr:`MultiViewSpec.cross_view_mix`)."""
+    plain = {k: v for k, v in state.items() if not k.endswith(GATE_SUFFIX)}
+    mix = {k[: -len(".gate")]: float(torch.tanh(v.float())) for k, v in state.items() if k.endswith(GATE_SUFFIX)}
+    return plain, mix
 
 
 def camera_unet_config(config: Dict[str, Any], camera_dim: int = 16) -> Dict[str, Any]:
@@ -224,7 +286,7 @@ def share_within_groups(t: Tensor, num_views: int) -> Tensor:
 
 
 __all__ = [
-    "CAMERA_FORMATS", "CrossViewAttnProcessor", "MultiViewSpec", "SPEC_FILE", "add_camera_input",
-    "camera_unet_config", "camera_vectors", "install_cross_view_attention", "share_within_groups",
-    "uses_view_words",
+    "CAMERA_FORMATS", "CrossViewAttnProcessor", "GATE_SUFFIX", "GatedCrossViewAttnProcessor", "MultiViewSpec",
+    "SPEC_FILE", "add_camera_input", "camera_unet_config", "camera_vectors", "install_cross_view_attention",
+    "share_within_groups", "split_gates", "uses_view_words",
 ]

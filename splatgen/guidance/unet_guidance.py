@@ -143,7 +143,7 @@ class UNetGuidance(Guidance):
                 f"with projection_class_embeddings_input_dim={spec.camera_dim}; this one has class_embed_type="
                 f"{getattr(cfg, 'class_embed_type', None)!r}"
             )
-        install_cross_view_attention(self.unet, spec.num_views)
+        install_cross_view_attention(self.unet, spec.num_views, spec.cross_view_mix)
         self.multiview = spec
         self._graphed = None
         self._compiled = None
