@@ -185,6 +185,31 @@ def test_every_loss_trains_with_a_multi_view_prior(mv_folder, loss, caplog):
     assert "no view words" in caplog.text
 
 
+def test_a_gated_prior_with_view_words_serves_its_mixes_and_prompts_with_view_words(mv_folder, tmp_path):
+    """The folder the gated recipe exports: multiview.json with per-layer mixes and view_prompts; the guidance
+    installs the mixes (a different function from joint attention), the trainer prompts with view words."""
+    import shutil
+
+    from splatgen.guidance.multiview import uses_view_words
+
+    gated = tmp_path / "gated"
+    shutil.copytree(mv_folder, gated)
+    layers = [k for k in PixelGuidance(str(mv_folder), "cpu").unet.attn_processors if k.endswith("attn1.processor")]
+    MultiViewSpec(num_views=4, view_prompts=True, cross_view_mix={k: 0.25 for k in layers}).write(gated)
+    joint, mixed = PixelGuidance(str(mv_folder), "cpu"), PixelGuidance(str(gated), "cpu")
+    assert all(p.mix == 0.25 for k, p in mixed.unet.attn_processors.items() if k.endswith("attn1.processor"))
+    assert uses_view_words(mixed, True) is True and uses_view_words(mixed, False) is False
+    emb = torch.randn(1, 6, 32)
+    cams = orbit_cameras([5.0] * 4, [0.0, 90.0, 180.0, 270.0], 2.2, 45.0, 16)
+    x = torch.randn(8, 3, 16, 16)
+    for g in (joint, mixed):
+        g.set_text_embeddings(emb, emb)
+    assert not torch.allclose(joint.predict(x, torch.tensor(400), cfg_conditioning(cams)),
+                              mixed.predict(x, torch.tensor(400), cfg_conditioning(cams)))
+    r = splatgen.generate("a red mug", overrides=["guidance.type=pixel", f"guidance.model={gated}", *TINY_RUN])
+    assert r.history and all(torch.isfinite(torch.tensor(h["loss"])) for h in r.history)
+
+
 def test_batches_and_single_runs_give_a_multi_view_prior_the_same_prompt_table(mv_folder, tmp_path, monkeypatch):
     """The batch runner prepares the prompt itself: it must leave out the view words as the trainer does."""
     from splatgen.batch import generate_many
