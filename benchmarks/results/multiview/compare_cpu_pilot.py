@@ -12,11 +12,11 @@ import losses  # noqa: E402
 L = HERE.parent / "losses"
 files = [L / "quality_h100_b_bundled.jsonl", L / "quality_h100_a_bundled.jsonl", L / "quality_h100_c_bundled.jsonl",
          HERE / "quality_cpu_pilot.jsonl", HERE / "quality_gated_cpu_pilot.jsonl",
-         HERE / "quality_gated678_cpu_pilot.jsonl"]
+         HERE / "quality_gated678_cpu_pilot.jsonl", HERE / "quality_gated_lr15_cpu_pilot.jsonl"]
 _, rows = losses.read_rows([str(f) for f in files if f.exists()])
 runs = losses.final_rows(rows)
 prompts = ["a red mug", "a black penguin", "a grey robot", "a white snowman", "a yellow house", "a green car"]
-for m in ("sds", "pn03", "pn05", "mvcpu", "mvgcpu", "mvgcpu678"):
+for m in ("sds", "pn03", "pn05", "mvcpu", "mvgcpu", "mvgcpu678", "mvglr"):
     sel = [r for r in runs if r["method"] == m and r["seed"] == 0 and r["prompt"] in prompts and r["prior"] == "bundled"]
     if not sel:
         continue
