@@ -52,10 +52,15 @@ def test_camera_vector_is_the_inverse_of_splatgens_view_matrix():
 
 
 # ------------------------------------------------------------------------------------------------ the network
-def test_cross_view_attention_joins_the_views_of_a_group_and_only_them():
+def _tiny_unet_and_two_groups():
+    """A tiny random text-to-image UNet and a batch of two groups of 4 views (x, t, text embeddings)."""
     torch.manual_seed(0)
     unet = _tiny_unet(3, 16, 32).eval()
-    x, t, emb = torch.randn(8, 3, 16, 16), torch.full((8,), 500), torch.randn(8, 6, 32)
+    return unet, torch.randn(8, 3, 16, 16), torch.full((8,), 500), torch.randn(8, 6, 32)
+
+
+def test_cross_view_attention_joins_the_views_of_a_group_and_only_them():
+    unet, x, t, emb = _tiny_unet_and_two_groups()
     with torch.no_grad():
         plain = unet(x, t, encoder_hidden_states=emb).sample
         assert install_cross_view_attention(unet, 1) > 0
@@ -76,9 +81,7 @@ def test_cross_view_attention_joins_the_views_of_a_group_and_only_them():
 
 
 def test_gated_cross_view_attention_starts_single_view_learns_its_gate_and_exports_as_mixes():
-    torch.manual_seed(0)
-    unet = _tiny_unet(3, 16, 32).eval()
-    x, t, emb = torch.randn(8, 3, 16, 16), torch.full((8,), 500), torch.randn(8, 6, 32)
+    unet, x, t, emb = _tiny_unet_and_two_groups()
     with torch.no_grad():
         plain = unet(x, t, encoder_hidden_states=emb).sample
         install_cross_view_attention(unet, 4)

@@ -174,15 +174,21 @@ class CrossViewAttnProcessor:
         joint = hidden_states.reshape(N // V, V * L, C)
         return self.inner(attn, joint, None, attention_mask, temb, **kwargs).reshape(N, L, C)
 
-    def __call__(self, attn, hidden_states: Tensor, encoder_hidden_states: Optional[Tensor] = None,
-                 attention_mask: Optional[Tensor] = None, temb: Optional[Tensor] = None, **kwargs) -> Tensor:
-        if encoder_hidden_states is not None or self.num_views == 1 or hidden_states.dim() != 3 or self.mix == 0.0:
+    def blend(self, mix, attn, hidden_states: Tensor, encoder_hidden_states: Optional[Tensor] = None,
+              attention_mask: Optional[Tensor] = None, temb: Optional[Tensor] = None, **kwargs) -> Tensor:
+        """The layer with joint-attention weight ``mix``: a float (a served prior: 0 and 1 compute one attention),
+        or a 0-d tensor (a gate being trained: both attentions, so the gradient reaches it)."""
+        fixed = not isinstance(mix, Tensor)
+        if encoder_hidden_states is not None or self.num_views == 1 or hidden_states.dim() != 3 or (fixed and mix == 0.0):
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
         joint = self._joint(attn, hidden_states, attention_mask, temb, **kwargs)
-        if self.mix == 1.0:
+        if fixed and mix == 1.0:
             return joint
         alone = self.inner(attn, hidden_states, None, attention_mask, temb, **kwargs)
-        return alone + self.mix * (joint - alone)
+        return alone + (mix if fixed else mix.to(alone.dtype)) * (joint - alone)
+
+    def __call__(self, attn, hidden_states: Tensor, *args, **kwargs) -> Tensor:
+        return self.blend(self.mix, attn, hidden_states, *args, **kwargs)
 
 
 class GatedCrossViewAttnProcessor(torch.nn.Module):
@@ -202,14 +208,8 @@ class GatedCrossViewAttnProcessor(torch.nn.Module):
     def mix(self) -> Tensor:
         return torch.tanh(self.gate)
 
-    def forward(self, attn, hidden_states: Tensor, encoder_hidden_states: Optional[Tensor] = None,
-                attention_mask: Optional[Tensor] = None, temb: Optional[Tensor] = None, **kwargs) -> Tensor:
-        f = self.fixed
-        if encoder_hidden_states is not None or f.num_views == 1 or hidden_states.dim() != 3:
-            return f.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        joint = f._joint(attn, hidden_states, attention_mask, temb, **kwargs)
-        alone = f.inner(attn, hidden_states, None, attention_mask, temb, **kwargs)
-        return alone + self.mix.to(alone.dtype) * (joint - alone)
+    def forward(self, attn, hidden_states: Tensor, *args, **kwargs) -> Tensor:
+        return self.fixed.blend(self.mix, attn, hidden_states, *args, **kwargs)
 
 
 #: the suffix of a gate's key in a UNet's state dict
