@@ -43,9 +43,14 @@ VARIANTS=(--variant pn2 guidance.perp_neg=true guidance.perp_neg_weight=2
           # timing: Perp-Neg 1.21x, ISM 2.75x; VSD's LoRA from the CPU's 3.16x until it is timed on the GPU)
           --variant pn-eq guidance.perp_neg=true run.steps=250
           --variant ism-eq guidance.loss=ism run.steps=110
-          --variant vsd-eq guidance.loss=vsd run.steps=95)
+          --variant vsd-eq guidance.loss=vsd run.steps=95
+          # fewer prior rows per generation (the performance issue's CPU target): fewer steps, two views a step
+          --variant s150 run.steps=150
+          --variant s200 run.steps=200
+          --variant s240 run.steps=240
+          --variant v2 camera.batch_size=2)
 TABLE_METHODS=${TABLE_METHODS:-sds csd nfsd ism vsd sds+perpneg}
-WORLD_METHODS=${WORLD_METHODS:-$TABLE_METHODS}
+WORLD_METHODS=${WORLD_METHODS:-$TABLE_METHODS}   # "none": the bundled prior's table only
 
 for phase in "$@"; do
   case $phase in
@@ -56,9 +61,9 @@ for phase in "$@"; do
       step "${TABLE_S:-400}" $Q --out "$OUT/table_bundled.jsonl" --priors bundled --prompt-set 20 \
           --seeds ${TABLE_SEEDS:-0 1 2} --procs-per-gpu $((PROCS - 3)) --previews $PREV "${VARIANTS[@]}" \
           "${SKIP[@]}" --methods $TABLE_METHODS &
-      step "${TABLE_S:-400}" $Q --out "$OUT/table_world.jsonl" --priors world --prompt-set 10 \
+      if [ "$WORLD_METHODS" != none ]; then step "${TABLE_S:-400}" $Q --out "$OUT/table_world.jsonl" --priors world --prompt-set 10 \
           --seeds ${TABLE_SEEDS:-0 1 2} --procs-per-gpu 3 --previews $PREV "${VARIANTS[@]}" "${SKIP[@]}" \
-          --methods $WORLD_METHODS &
+          --methods $WORLD_METHODS & fi
       wait ;;
     explore)
       step "${EXPLORE_S:-300}" $Q --out "$OUT/explore_bundled.jsonl" --priors bundled --prompt-set other16 --seeds 0 1 \
