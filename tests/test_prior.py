@@ -434,6 +434,7 @@ def test_multiview_prior_starts_as_the_single_view_one_trains_resumes_and_loads(
     assert g.joint_views == 4 and g.multiview.view_prompts is False
     card = json.loads((prior_mv / "prior_card.json").read_text())
     assert card["multiview"]["training"]["steps"] == 4
+    assert "without view words" in card["multiview"]["recipe"] and "gate" not in card["multiview"]["recipe"]
     check_prior_folder(prior_mv)
     # The gated recipe with view words: gates in the checkpoint, mixes and view prompts in the exported spec, and a
     # checkpoint is resumed only with the options it was trained with.
@@ -450,6 +451,8 @@ def test_multiview_prior_starts_as_the_single_view_one_trains_resumes_and_loads(
     g2 = build_guidance(load_config(overrides=[f"guidance.model={prior_g}"]), "cpu")
     assert g2.multiview.view_prompts is True and len(g2.multiview.cross_view_mix) == sum(
         1 for k in ck["unet"] if k.endswith(".processor.gate"))
+    recipe = json.loads((prior_g / "prior_card.json").read_text())["multiview"]["recipe"]
+    assert "each view's view word" in recipe and "gate" in recipe  # the card says how it was trained
     check_prior_folder(prior_g)
 
 

@@ -6,7 +6,8 @@
 #   MV_ARGS="--gated --view-words" MV_NAME=mvg ... bash benchmarks/device/multiview_call.sh   # the gated recipe
 #
 # MV_ARGS go to the mvunet phase; MV_NAME names the prior's method on the quality track (default mv); METHODS
-# lists the methods run (default "$MV_NAME sds"), SEEDS the seeds (default 0).
+# lists the methods run (default "$MV_NAME sds"; "$MV_NAME-s250" and "$MV_NAME-s200" are the prior at 250 and 200
+# steps), SEEDS the seeds (default 0).
 #
 # Writes into $OUT: log.txt, mvunet_log.jsonl, the prior's unet weights in parts of 15 MB (unet.part-aa ...; join
 # with `cat unet.part-* > diffusion_pytorch_model.safetensors`; what comes back is limited to 16 MB a file),
@@ -33,7 +34,9 @@ cp $PRIOR_MV/multiview.json "$OUT/multiview.json"
 split -b 15M $PRIOR_MV/unet/diffusion_pytorch_model.safetensors "$OUT/unet.part-"
 mkdir -p /tmp/previews
 Q=(python3 benchmarks/suite/quality.py --evals 1 --priors bundled --prompt-set 20 --previews /tmp/previews
-   --variant "$MV_NAME" guidance.model=$PRIOR_MV)
+   --variant "$MV_NAME" guidance.model=$PRIOR_MV
+   --variant "$MV_NAME-s250" guidance.model=$PRIOR_MV run.steps=250
+   --variant "$MV_NAME-s200" guidance.model=$PRIOR_MV run.steps=200)
 if [ -n "${SMALL:-}" ]; then
   step 600 "${Q[@]}" --small --out "$OUT/quality_mv.jsonl" --prompts "a red mug" --seeds 0 --methods "$MV_NAME" -- camera.batch_size=4
 else

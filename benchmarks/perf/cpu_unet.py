@@ -6,7 +6,9 @@
 Variants: ``fp32`` (eager, the earlier default), ``fp32-cl`` (channels-last), ``bf16``, ``bf16-cl`` (what
 ``guidance.dtype=fast`` gives on a CPU with native bf16), and with ``--compile`` ``bf16-cl-compiled``
 (``torch.compile``, default mode; its first call, the compilation, is reported apart) and ``bf16-cl-jit``
-(``torch.jit.trace`` + ``freeze``). The timed calls of all variants are interleaved, so a machine whose speed
+(``torch.jit.trace`` + ``freeze``); with ``--multiview FOLDER`` ``mv-bf16-cl``, a multi-view prior's UNet (its
+camera input and cross-view self-attention as the guidance installs them, 2 objects x 4 views), whose relative
+error is against its own fp32 call and whose GFLOP/s count its own FLOPs. The timed calls of all variants are interleaved, so a machine whose speed
 drifts (shared CPUs) moves all of them alike. FLOPs from ``torch.utils.flop_counter``; the relative error of each
 variant's output against fp32.
 """
@@ -33,6 +35,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--repeats", type=int, default=8)
     ap.add_argument("--compile", action="store_true", help="add torch.compile and torch.jit variants")
+    ap.add_argument("--multiview", type=Path, default=None, metavar="FOLDER",
+                    help="also time this multi-view prior folder's UNet (bf16, channels-last)")
     ap.add_argument("--inductor-cache", type=Path, default=None,
                     help="inductor's cache folder (TORCHINDUCTOR_CACHE_DIR); an empty one times a cold compile")
     args = ap.parse_args()
@@ -67,6 +71,23 @@ def main() -> None:
                                 ("bf16", torch.bfloat16, False), ("bf16-cl", torch.bfloat16, True)):
         m, f, _ = variant(dtype, layout)
         calls[name] = (lambda m=m, f=f: f(m))
+    mv_ref = None
+    if args.multiview is not None:
+        from splatgen.guidance.multiview import MultiViewSpec, install_cross_view_attention
+
+        spec = MultiViewSpec.read(args.multiview)
+        cams = torch.randn(8, spec.camera_dim, generator=gen)
+
+        def mv_unet(dtype: torch.dtype):
+            m = UNet2DConditionModel.from_pretrained(args.multiview / "unet", torch_dtype=torch.float32)
+            m = m.eval().requires_grad_(False).to(dtype)
+            install_cross_view_attention(m, spec.num_views, spec.cross_view_mix)
+            return m
+
+        mv32, mv16 = mv_unet(torch.float32), mv_unet(torch.bfloat16).to(memory_format=cl)
+        x16, e16 = x.to(torch.bfloat16).contiguous(memory_format=cl), emb.to(torch.bfloat16)
+        calls["mv-bf16-cl"] = lambda: mv16(x16, t, encoder_hidden_states=e16, class_labels=cams.to(torch.bfloat16)).sample
+        mv_ref = lambda: mv32(x, t, encoder_hidden_states=emb, class_labels=cams).sample  # noqa: E731
     setup_s = {}
     with torch.no_grad():
         if args.compile:
@@ -95,6 +116,13 @@ def main() -> None:
         rel_err = {k: float((c().float() - ref).norm() / ref.norm()) for k, c in calls.items()}
         with FlopCounterMode(display=False) as fc:
             calls["fp32"]()
+        flops_of = {}
+        if mv_ref is not None:
+            mref = mv_ref().float()
+            rel_err["mv-bf16-cl"] = float((calls["mv-bf16-cl"]().float() - mref).norm() / mref.norm())
+            with FlopCounterMode(display=False) as fc_mv:
+                mv_ref()
+            flops_of["mv-bf16-cl"] = fc_mv.get_total_flops()
         times = {k: [] for k in calls}
         for _ in range(args.repeats):
             for k, c in calls.items():
@@ -106,12 +134,14 @@ def main() -> None:
     for k, ts in times.items():
         ms = 1000 * statistics.median(ts)
         rows.append({"variant": k, "ms_median": round(ms, 1), "ms_min": round(1000 * min(ts), 1),
-                     "gflop_per_s": round(flops / (ms / 1000) / 1e9, 1), "rel_err_vs_fp32": round(rel_err[k], 5),
+                     "gflop_per_s": round(flops_of.get(k, flops) / (ms / 1000) / 1e9, 1), "rel_err_vs_fp32": round(rel_err[k], 5),
                      "setup_s": setup_s.get(k)})
         print(rows[-1], flush=True)
     write_json(args.out, {"benchmark": "bundled prior UNet on CPU, 8 x 64x64 (4 views x CFG)",
                           "environment": environment(), "threads": torch.get_num_threads(),
                           "gflop_per_call": round(flops / 1e9, 2), "repeats": args.repeats,
+                          "multiview": str(args.multiview) if args.multiview else None,
+                          "multiview_gflop_per_call": round(flops_of["mv-bf16-cl"] / 1e9, 2) if flops_of else None,
                           "inductor_cache_was_empty": cache_was_empty, "rows": rows})
 
 
