@@ -217,8 +217,8 @@ def export_multiview(run: Path, base: Path, to: Path, overwrite: bool = False) -
     card = json.loads(card_path.read_text()) if card_path.exists() else {}
     summary = T._phase_summary(run, "mvunet")
     card["name"] = "splatgen world prior (multi-view, camera-aware)"
-    attention = ("self-attention across the views behind a zero-initialised tanh gate per layer" if mix
-                 else "self-attention across the views")
+    attention = ("self-attention across the views behind a zero-initialised tanh gate per layer"
+                 if spec.cross_view_mix else "self-attention across the views")
     words = "captions with each view's view word" if spec.view_prompts else "captions without view words"
     card["multiview"] = {"spec": spec.to_json(), "base": str(base), "training": summary,
                          "recipe": "fine-tuned from the single-view prior: camera MLP (zero-initialised last layer) on "

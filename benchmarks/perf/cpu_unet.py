@@ -8,8 +8,8 @@ Variants: ``fp32`` (eager, the earlier default), ``fp32-cl`` (channels-last), ``
 (``torch.compile``, default mode; its first call, the compilation, is reported apart) and ``bf16-cl-jit``
 (``torch.jit.trace`` + ``freeze``); with ``--multiview FOLDER`` ``mv-bf16-cl``, a multi-view prior's UNet (its
 camera input and cross-view self-attention as the guidance installs them, 2 objects x 4 views), whose relative
-error is against its own fp32 call and whose GFLOP/s count its own FLOPs. The timed calls of all variants are interleaved, so a machine whose speed
-drifts (shared CPUs) moves all of them alike. FLOPs from ``torch.utils.flop_counter``; the relative error of each
+error is against its own fp32 call and whose GFLOP/s count its own FLOPs. The timed calls of all variants are
+interleaved, so a machine whose speed drifts (shared CPUs) moves all of them alike. FLOPs from ``torch.utils.flop_counter``; the relative error of each
 variant's output against fp32.
 """
 
@@ -86,7 +86,8 @@ def main() -> None:
 
         mv32, mv16 = mv_unet(torch.float32), mv_unet(torch.bfloat16).to(memory_format=cl)
         x16, e16 = x.to(torch.bfloat16).contiguous(memory_format=cl), emb.to(torch.bfloat16)
-        calls["mv-bf16-cl"] = lambda: mv16(x16, t, encoder_hidden_states=e16, class_labels=cams.to(torch.bfloat16)).sample
+        c16 = cams.to(torch.bfloat16)
+        calls["mv-bf16-cl"] = lambda: mv16(x16, t, encoder_hidden_states=e16, class_labels=c16).sample
         mv_ref = lambda: mv32(x, t, encoder_hidden_states=emb, class_labels=cams).sample  # noqa: E731
     setup_s = {}
     with torch.no_grad():
@@ -134,8 +135,8 @@ def main() -> None:
     for k, ts in times.items():
         ms = 1000 * statistics.median(ts)
         rows.append({"variant": k, "ms_median": round(ms, 1), "ms_min": round(1000 * min(ts), 1),
-                     "gflop_per_s": round(flops_of.get(k, flops) / (ms / 1000) / 1e9, 1), "rel_err_vs_fp32": round(rel_err[k], 5),
-                     "setup_s": setup_s.get(k)})
+                     "gflop_per_s": round(flops_of.get(k, flops) / (ms / 1000) / 1e9, 1),
+                     "rel_err_vs_fp32": round(rel_err[k], 5), "setup_s": setup_s.get(k)})
         print(rows[-1], flush=True)
     write_json(args.out, {"benchmark": "bundled prior UNet on CPU, 8 x 64x64 (4 views x CFG)",
                           "environment": environment(), "threads": torch.get_num_threads(),
