@@ -120,15 +120,45 @@ def _metrics_table(metrics: Dict[str, Any]) -> List[str]:
     return out
 
 
+def _multiview_section(mv: Dict[str, Any]) -> List[str]:
+    """The multi-view fine-tune: its recipe, its training and, where measured, its text-to-3D numbers."""
+    spec, tr = mv.get("spec", {}), mv.get("training", {})
+    mix = spec.get("cross_view_mix") or {}
+    gates = (f"; cross-view attention in {len(mix)} layers, mixed in by learnt gates (tanh) from "
+             f"{min(mix.values()):.2f} to {max(mix.values()):.2f}" if mix else "")
+    lines = [
+        "## Multi-view", "",
+        f"{mv.get('recipe', '')[:1].upper()}{mv.get('recipe', '')[1:]}.", "",
+        f"`multiview.json`: {spec.get('num_views', '?')} views, camera as {spec.get('camera', '?')}, view words "
+        f"{'on' if spec.get('view_prompts') else 'off'}, elevations {spec.get('elevation_range', '?')} deg{gates}.", "",
+        "| phase | steps | batch | time | params | final loss |", "| --- | --- | --- | --- | --- | --- |",
+        f"| mvunet | {tr.get('steps', '?')} | {tr.get('groups', '?')} x {tr.get('views', '?')} views | "
+        f"{tr.get('train_seconds', '?')} s | {tr.get('params', 0) / 1e6:.2f} M | "
+        f"{'?' if tr.get('final_loss') is None else format(tr['final_loss'], '.4f')} |", "",
+    ]
+    t3 = mv.get("text_to_3d")
+    if t3:
+        lines += [t3.get("protocol", ""), "", "| | IoU | PSNR fg (dB) | Janus | R-precision |", "| --- | --- | --- | --- | --- |"]
+        for name, r in t3.get("rows", {}).items():
+            lines.append(f"| {name} | {r['iou']:.3f} | {r['psnr_fg']:.2f} | {r['janus']:.3f} | {r['r_precision']:.3f} |")
+        lines += [""] + [f"- {k.replace('_', ' ')}: {v}" for k, v in t3.items() if k not in ("protocol", "rows")] + [""]
+    return lines
+
+
 def render_card(card: Dict[str, Any]) -> str:
     """The card as Markdown."""
     ph = card.get("phases", {})
     sizes = card.get("sizes_bytes", {})
+    mv = card.get("multiview")
+    views = (mv or {}).get("spec", {}).get("num_views")
     lines = [
         f"# {card.get('name', 'prior')}",
         "",
         "A small text-to-image diffusion model of splatgen's procedural world, trained from scratch by "
-        "`prior_training.train`; the default guidance of `splatgen generate`. It knows only the world's captions:",
+        "`prior_training.train`"
+        + (f" and then fine-tuned into a camera-aware prior that denoises {views} views of one object together "
+           "(see Multi-view)" if mv else "")
+        + "; the default guidance of `splatgen generate`. It knows only the world's captions:",
         "",
         f"- kinds: {', '.join(card['vocabulary']['kinds'])}",
         f"- colours: {', '.join(card['vocabulary']['colours'])}",
@@ -149,7 +179,10 @@ def render_card(card: Dict[str, Any]) -> str:
             f"{p.get('params', 0) / 1e6:.2f} M | {'?' if loss is None else f'{loss:.4f}'} |"
         )
     env = card.get("environment", {})
-    lines += ["", f"Environment: {', '.join(f'{k} {v}' for k, v in env.items())}.", "", "## Numbers", ""]
+    lines += ["", f"Environment: {', '.join(f'{k} {v}' for k, v in env.items())}.", ""]
+    if mv:
+        lines += _multiview_section(mv)
+    lines += ["## Numbers of the single-view base" if mv else "## Numbers", ""]
     metrics = card.get("metrics", {})
     if not metrics:
         lines.append("Not measured yet: `python benchmarks/prior/evaluate_prior.py <this folder> --out DIR --update-card`.")

@@ -1,9 +1,12 @@
 """The camera-aware multi-view prior: the bundled prior's UNet taught to see each view's camera and to denoise the
 views of one object together (MVDream's recipe, Shi et al. 2023, on splatgen's procedural world).
 
-    python -m prior_training.train import  --out RUN --from splatgen/assets/prior      # the single-view prior
-    python -m prior_training.train mvunet  --out RUN --minutes 5 [--views 4]            # fine-tune it
-    python -m prior_training.train export-mv --out RUN --from splatgen/assets/prior --to PRIOR_MV
+    bash benchmarks/prior/single_view_base.sh BASE                                     # the single-view prior
+    python -m prior_training.train import  --out RUN --from BASE                       # ... as the start
+    python -m prior_training.train mvunet  --out RUN --minutes 3.5 --gated --view-words [--views 4]   # fine-tune it
+    python -m prior_training.train export-mv --out RUN --from BASE --to PRIOR_MV
+
+(the package's prior is the multi-view one this makes; the single-view base is in git, 8d7c7c7).
 
 What changes against the single-view prior (:mod:`prior_training.unet`):
 
@@ -81,7 +84,8 @@ def train_mvunet(opts, views: int = 4, gated: bool = False, view_words: bool = F
     base_path = out / "unet" / "checkpoint.pt"
     if not base_path.exists() and not ckpt_path.exists():
         raise SplatgenError(f"{base_path} does not exist: train or import the single-view prior first "
-                            f"(python -m prior_training.train import --out {out} --from splatgen/assets/prior)")
+                            f"(python -m prior_training.train import --out {out} --from BASE, BASE a single-view prior: "
+                            "`bash benchmarks/prior/single_view_base.sh BASE` writes the one it was shipped with)")
     clip_dir = out / "clip" / "model"
     if not clip_dir.is_dir():
         raise SplatgenError(f"{clip_dir} does not exist: train or import the text encoder first")

@@ -648,6 +648,10 @@ def export_prior(run: Path, to: Path, overwrite: bool = False, opts: Optional[Tr
     return to
 
 
+#: the last commit whose splatgen/assets/prior is the single-view prior (the multi-view fine-tune's base)
+SINGLE_VIEW_BASE_COMMIT = "8d7c7c7"
+
+
 def import_prior(prior: Path, run: Path) -> None:
     """Turn a shipped prior back into a run folder: both CLIPs done, the UNet ready to continue from its EMA
     weights (fresh AdamW), with the step counts and times of the card carried on."""
@@ -656,6 +660,11 @@ def import_prior(prior: Path, run: Path) -> None:
 
     prior, run = Path(prior), Path(run)
     card = check_prior_folder(prior)
+    if (prior / "multiview.json").exists():
+        raise SplatgenError(
+            f"{prior} is a multi-view prior (it has multiview.json); import takes a single-view one, the base that the "
+            f"multi-view fine-tune starts from: `bash benchmarks/prior/single_view_base.sh DIR` writes the one shipped "
+            f"until the multi-view prior replaced it (git {SINGLE_VIEW_BASE_COMMIT}), `train all` trains a new one")
     profile = card.get("profile", "full")
     phases = card.get("phases", {})
     for role, folder in (("clip", TEXT_ENCODER_FOLDER), ("evaluator", EVALUATOR_FOLDER)):

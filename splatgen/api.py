@@ -139,6 +139,9 @@ def check_input(prompt: Any, config: str | Path | Sequence[str | Path] | Config 
     prompt = check_prompt(prompt)
     cfg = resolve_config(config, overrides, **kwargs)
     cfg.prompt = prompt
+    from .components import check_views
+
+    check_views(cfg)
     device = resolve_device(cfg.run.device)
     check_memory(cfg, device, *representation_class(cfg.model.type).estimate_memory(cfg))
     return cfg, device

@@ -163,6 +163,8 @@ def plan_items(entries: Sequence[Union[str, Dict[str, Any]]], config=None, overr
     A config is resolved once per distinct set of overrides (the seed apart, which is checked and set directly):
     a 100,000-line file of prompts with a few override sets is checked in seconds, not hours. Entries that share a
     set share one resolved config until they run (:meth:`BatchItem.config` makes each its own copy)."""
+    from .components import check_views  # the model folder's views, read without loading it
+
     items: List[BatchItem] = []
     names = set()
     resolved: Dict[tuple, Config] = {}
@@ -179,6 +181,7 @@ def plan_items(entries: Sequence[Union[str, Dict[str, Any]]], config=None, overr
             key = tuple(item_over)
             if key not in resolved:
                 resolved[key] = resolve_config(config, [*overrides, *item_over])
+                check_views(resolved[key])
             cfg = resolved[key]
             seed = e.get("seed")
             if seed is not None:

@@ -14,6 +14,7 @@ from .config import Config
 from .errors import ConfigError
 from .guidance import Guidance, PixelGuidance, StableDiffusionGuidance, resolve_dtype
 from .guidance.loading import load_tiny_encoder
+from .guidance.multiview import MultiViewSpec, views_error
 from .guidance.text_encoders import TEXT_ENCODER_FOLDER, OpenCLIPPromptEncoder
 from .prior import bundled_prior_path, check_prior_folder, is_prior_folder, prompt_check
 from .representation import Representation
@@ -37,6 +38,24 @@ def _stable_diffusion(cfg: Config, device: torch.device) -> Guidance:
 
         enable_fused_group_norm(guidance)
     return guidance
+
+
+def declared_views(cfg: Config) -> int:
+    """How many views the configured pixel or Stable Diffusion model denoises together, from its folder's
+    ``multiview.json`` without loading it (1: a single-view model, a hub id, the world's guidance)."""
+    g = cfg.guidance
+    if g.type not in ("pixel", "stable-diffusion"):
+        return 1
+    folder = bundled_prior_path() if g.model == "bundled" else Path(str(g.model)).expanduser()
+    spec = MultiViewSpec.read(folder) if folder.is_dir() else None
+    return spec.num_views if spec is not None else 1
+
+
+def check_views(cfg: Config) -> None:
+    """Refuse, before any weights load, a ``camera.batch_size`` that the configured multi-view model cannot take."""
+    refusal = views_error(cfg.camera.batch_size, declared_views(cfg))
+    if refusal:
+        raise ConfigError(refusal)
 
 
 def _pixel(cfg: Config, device: torch.device) -> Guidance:

@@ -196,7 +196,8 @@ class ModelConfig:
 @dataclass(kw_only=True)
 class CameraConfig:
     batch_size: int = 4
-    """Views rendered per step; their azimuths are spread evenly over the circle."""
+    """Views rendered per step; their azimuths are spread evenly over the circle. A multi-view prior (the bundled
+    one: 4) takes whole groups of its views."""
     elevation_range: List[float] = field(default_factory=lambda: [-10.0, 45.0])
     """Elevation range in degrees (0: horizon, 90: straight above)."""
     azimuth_range: List[float] = field(default_factory=lambda: [-180.0, 180.0])

@@ -30,7 +30,7 @@ from .devices import resolve_device
 from .errors import ConfigError, NonFiniteError, RunInterrupted
 from .guidance.base import Guidance
 from .guidance.losses import DistillationLoss, build_loss
-from .guidance.multiview import share_within_groups, uses_view_words
+from .guidance.multiview import share_within_groups, uses_view_words, views_error
 from .kernels_glue import resolve_kernel_backend, sds_loss
 from .render import make_background
 from .representation import Representation
@@ -163,9 +163,9 @@ class Trainer:
         # A multi-view prior denoises groups of views of one object: the cameras come in such groups (shared
         # elevation, distance and field of view, azimuths evenly spaced) with one timestep per group.
         self.num_views = int(guidance.joint_views)
-        if self.num_views > 1 and cfg.camera.batch_size % self.num_views:
-            raise ConfigError(f"camera.batch_size={cfg.camera.batch_size} must be a multiple of the prior's "
-                              f"{self.num_views} views (it denoises {self.num_views} views of the object together)")
+        refusal = views_error(cfg.camera.batch_size, self.num_views)
+        if refusal:
+            raise ConfigError(refusal)
         view_words = uses_view_words(guidance, cfg.guidance.view_dependent)
         if cfg.guidance.view_dependent and not view_words:
             log.info("the prior sees each view's camera; the prompt gets no view words")

@@ -19,7 +19,7 @@ from splatgen.cli import main as cli_main
 from splatgen.config import Config
 
 #: what every prompt of the logging test overrides: two steps of the bundled prior, nothing written but the run
-TINY_PRIOR = ["run.steps=2", "run.log_every=1", "model.num_points=48", "camera.batch_size=1", "run.preview_views=0",
+TINY_PRIOR = ["run.steps=2", "run.log_every=1", "model.num_points=48", "camera.batch_size=4", "run.preview_views=0",
               "run.evaluate=false", "run.progress=off", "render.backend=torch"]
 
 

@@ -246,3 +246,53 @@ def test_multi_view_prior_refuses_what_it_cannot_do(mv_folder):
         splatgen.generate("a red mug", overrides=[*common, "camera.batch_size=6"])
     with pytest.raises(ConfigError, match="perp_neg=true pushes views apart by their view words"):
         splatgen.generate("a red mug", overrides=[*common, "guidance.perp_neg=true"])
+
+
+def test_the_shipped_prior_is_a_gated_4_view_prior_and_import_takes_only_a_single_view_base(tmp_path):
+    """The package's prior denoises 4 views with view words and learnt gates, its card says so and its measured
+    text-to-3D numbers; the prior trainer's import, which starts a fine-tune from a single-view base, refuses it in
+    one line that says where the base is."""
+    from prior_training.train import SINGLE_VIEW_BASE_COMMIT, import_prior
+    from splatgen.errors import SplatgenError
+    from splatgen.resources import bundled_prior_path
+
+    folder = bundled_prior_path()
+    spec = MultiViewSpec.read(folder)
+    assert spec is not None and spec.num_views == 4 and spec.view_prompts and len(spec.cross_view_mix) > 0
+    card = json.loads((folder / "prior_card.json").read_text())
+    assert card["multiview"]["spec"]["cross_view_mix"] == spec.cross_view_mix
+    assert "gate" in card["multiview"]["recipe"] and "with each view's view word" in card["multiview"]["recipe"]
+    assert "this prior, 250 steps (the default)" in card["multiview"]["text_to_3d"]["rows"]
+    from splatgen.api import resolve_config
+
+    assert resolve_config().run.steps == 250
+    with pytest.raises(SplatgenError, match=f"is a multi-view prior.*single_view_base.sh.*{SINGLE_VIEW_BASE_COMMIT}"):
+        import_prior(folder, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_batch_the_shipped_prior_cannot_take_is_refused_before_any_weights_load(monkeypatch):
+    """check_input reads the model folder's multiview.json: a batch of views that is not whole groups of 4 is
+    refused in one line naming the values that work, before the guidance loads; the bundled presets fit."""
+    from splatgen import components
+    from splatgen.api import check_input
+
+    def no_loading(*a, **k):
+        raise AssertionError("the guidance was built")
+
+    monkeypatch.setattr(components, "build_guidance", no_loading)
+    for batch in (1, 2, 6):
+        with pytest.raises(ConfigError, match=rf"camera.batch_size={batch} must be a multiple of the prior's 4 views"
+                                              r".*use camera.batch_size=4 or 8$"):
+            check_input("a red mug", overrides=[f"camera.batch_size={batch}"])
+    for preset in ("default", "fast"):
+        cfg, _ = check_input("a red mug", preset)
+        assert cfg.camera.batch_size % 4 == 0
+    with pytest.raises(ConfigError, match="camera.batch_size=1 must be a multiple"):
+        check_input("a red mug", ["default", "nerf"])
+    assert check_input("a red mug", ["default", "nerf"], ["camera.batch_size=4"])[0].model.type == "nerf"
+    assert check_input("a red mug", "world", ["camera.batch_size=1"])[0].camera.batch_size == 1  # single-view guidance
+    from splatgen.batch import plan_items  # a batch refuses it before its first prompt, naming the line
+
+    with pytest.raises(ConfigError, match=r"^prompts:2: camera.batch_size=2 must be a multiple of the prior's 4 views"):
+        plan_items(["a red mug", {"prompt": "a blue chair", "overrides": ["camera.batch_size=2"]}])

@@ -47,7 +47,7 @@ def test_r_precision_retrieves_true_views_and_fails_swapped_ones():
 def test_a_small_run_on_world_prompts(tmp_path):
     out = tmp_path / "suite"
     result = prompt_suite.main(["--out", str(out), "--prompts", "world", "--limit", "2", "--views", "3",
-                                "run.steps=6", "model.num_points=150", "render.resolution=32", "camera.batch_size=2",
+                                "run.steps=6", "model.num_points=150", "render.resolution=32", "camera.batch_size=4",
                                 "guidance.loss=csd"])
     saved = json.loads((out / "results.json").read_text())
     assert saved["summary"] == result["summary"] and saved["summary"]["prompts"] == 2

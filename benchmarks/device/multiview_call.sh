@@ -13,6 +13,11 @@
 # with `cat unet.part-* > diffusion_pytorch_model.safetensors`; what comes back is limited to 16 MB a file),
 # multiview.json, the quality rows (quality_mv.jsonl) and previews.tgz; log.txt ends with multiview.json and the card's multiview part.
 # SMALL=1 runs every step at smoke size on the CPU (a check of this script, not a measurement).
+#
+# BASE (default splatgen/assets/prior) must be a single-view prior, and the package's is multi-view now: before the
+# call, `bash benchmarks/prior/single_view_base.sh splatgen/assets/prior` on this machine puts the single-view base
+# in its place (the tree plus a second UNet would not fit what a call carries; the quality track's sds rows are then
+# the single-view prior's), and `git checkout splatgen/assets/prior` after it puts the shipped prior back.
 set -o pipefail
 : "${OUT:?OUT must name the output folder}"
 mkdir -p "$OUT"
@@ -20,14 +25,18 @@ LOG="$OUT/log.txt"
 T0=$(date +%s)
 if [ -z "${SMALL:-}" ]; then source benchmarks/device/setup.sh >> "$LOG" 2>&1; fi
 RUN=/tmp/mvrun; PRIOR_MV=/tmp/prior_mv; rm -rf $RUN $PRIOR_MV
+BASE=${BASE:-splatgen/assets/prior}
+if [ -e "$BASE/multiview.json" ]; then
+  echo "[multiview_call] $BASE is a multi-view prior; run benchmarks/prior/single_view_base.sh $BASE first (see the top of this script)" | tee -a "$LOG"; exit 2
+fi
 echo "[multiview_call] setup done at $(( $(date +%s) - T0 )) s" | tee -a "$LOG"
 step() { local limit=$1; shift; echo "== $* (limit ${limit}s, at $(( $(date +%s) - T0 )) s)" | tee -a "$LOG"; timeout -s TERM "$limit" "$@" >> "$LOG" 2>&1; local rc=$?; echo "   exit $rc at $(( $(date +%s) - T0 )) s" | tee -a "$LOG"; return $rc; }
 MV_NAME=${MV_NAME:-mv}
 TRAIN_ARGS=(--minutes "${MV_MINUTES:-4}" --views "${VIEWS:-4}" ${MV_ARGS:-})
 if [ -n "${SMALL:-}" ]; then TRAIN_ARGS=(--steps 2 --batch 8 --workers 0 --views "${VIEWS:-4}" ${MV_ARGS:-}); fi
-step 60 python3 -m prior_training.train import --out $RUN --from splatgen/assets/prior &&
+step 60 python3 -m prior_training.train import --out $RUN --from "$BASE" &&
 step "$(python3 -c "print(int(${MV_MINUTES:-4} * 60 + 120))")" python3 -m prior_training.train mvunet --out $RUN "${TRAIN_ARGS[@]}" &&
-step 60 python3 -m prior_training.train export-mv --out $RUN --from splatgen/assets/prior --to $PRIOR_MV || exit 1
+step 60 python3 -m prior_training.train export-mv --out $RUN --from "$BASE" --to $PRIOR_MV || exit 1
 cp $RUN/mvunet/log.jsonl "$OUT/mvunet_log.jsonl"
 python3 -c "import json,sys; print(json.dumps(json.load(open(sys.argv[1]))['multiview']))" $PRIOR_MV/prior_card.json >> "$LOG"
 cp $PRIOR_MV/multiview.json "$OUT/multiview.json"

@@ -277,6 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--previews", type=Path, default=None, help="the --previews folder of the runs")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--methods", nargs="+", default=None, help="columns of the montage, in order (default: all)")
+    ap.add_argument("--keep", nargs="+", default=None, help="table only these methods (default: every method in the files)")
     ap.add_argument("--montage-prompts", type=int, default=10, help="rows of the montage (the first prompts)")
     ap.add_argument("--note", default=None, help="a note kept in losses.json")
     ap.add_argument("--reference", default="sds", help="the method every other is paired against")
@@ -284,6 +285,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
     metas, rows = read_rows(args.quality)
     tmetas, trows = read_rows(args.timing) if args.timing else ([], [])
+    if args.keep:
+        rows = [r for r in rows if r["method"] in args.keep]
     runs = final_rows(rows)
     table = summarise(runs, solo_seconds(trows), args.reference)
     paired(runs, table, args.reference)

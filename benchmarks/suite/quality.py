@@ -79,12 +79,24 @@ PROMPT_SETS = {"10": PROMPTS_10, "20": PROMPTS_20, "other16": PROMPTS_OTHER_16}
 METRICS = ("iou", "psnr_fg", "chamfer", "janus", "r_precision", "depth_abs_err")
 
 
-def method_steps(method: str, args) -> int:
-    """The method's own ``run.steps`` override (equal-wall-clock rows), else the suite's steps."""
+def prior_default_steps(prior: str) -> int:
+    """``run.steps`` of the prior's own config (``default`` for the bundled prior, ``world`` for the world's):
+    the steps a user gets from ``splatgen generate``."""
+    from splatgen.api import resolve_config
+
+    return int(resolve_config(PRIORS[prior]).run.steps)
+
+
+def method_steps(method: str, args, prior: str = "bundled") -> int:
+    """The method's own ``run.steps`` override (equal-wall-clock rows), else the suite's steps (``--gaussian-steps``,
+    by default the prior config's)."""
     for o in METHODS[method][1]:
         if o.startswith("run.steps="):
             return int(o.split("=", 1)[1])
-    return args.nerf_steps if method.startswith("nerf") else args.gaussian_steps
+    if method.startswith("nerf"):
+        return args.nerf_steps
+    steps = args.gaussian_steps if args.gaussian_steps is not None else prior_default_steps(prior)
+    return min(steps, 8) if args.small else steps
 
 
 def job_overrides(job: dict, args) -> List[str]:
@@ -94,7 +106,7 @@ def job_overrides(job: dict, args) -> List[str]:
          "run.preview_views=0", "run.progress=off", f"run.log_every={every}"]
     o += [x for x in job["method_overrides"] if not x.startswith("run.steps=")]
     if args.small:
-        o += ["model.num_points=200", "render.resolution=24", "camera.batch_size=2", "guidance.world_views=24",
+        o += ["model.num_points=200", "render.resolution=24", "camera.batch_size=4", "guidance.world_views=24",
               "guidance.world_resolution=24", "nerf.num_levels=4", "nerf.log2_hashmap_size=12",
               "nerf.desired_resolution=64", "nerf.grid_resolution=16", "nerf.num_steps=16", "nerf.upsample_steps=8",
               "nerf.export_resolution=24", "nerf.update_every=4"]
@@ -191,7 +203,7 @@ def make_jobs(args) -> List[dict]:
                 for seed in seeds:
                     # The method's definition travels with the job: workers are spawned and do not see --variant.
                     jobs.append({"prior": prior, "method": method, "prompt": prompt, "seed": seed,
-                                 "steps": method_steps(method, args), "method_files": list(METHODS[method][0]),
+                                 "steps": method_steps(method, args, prior), "method_files": list(METHODS[method][0]),
                                  "method_overrides": list(METHODS[method][1])})
     # Seed by seed (a run cut short by a time limit loses the last seed, not a whole prior or method), longest
     # first within a seed so the pool does not end on one long run.
@@ -340,7 +352,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     ap.add_argument("--bundled-other-seeds", type=int, default=1,
                     help="bundled prior: seeds for methods other than gaussians-tpsds")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--gaussian-steps", type=int, default=300)
+    ap.add_argument("--gaussian-steps", type=int, default=None,
+                    help="steps of the Gaussian methods (default: the prior config's run.steps, as a user gets them)")
     ap.add_argument("--nerf-steps", type=int, default=3000)
     ap.add_argument("--evals", type=int, default=10, help="evaluations per run (evenly spaced, plus the last step)")
     ap.add_argument("--gpus", type=int, default=None, help="GPUs to spread workers over (default: all visible)")
@@ -374,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if unknown:
         ap.error(f"unknown methods {unknown}; known: {sorted(METHODS)}")
     if args.small:
-        args.gaussian_steps, args.nerf_steps = min(args.gaussian_steps, 8), min(args.nerf_steps, 8)
+        args.nerf_steps = min(args.nerf_steps, 8)  # the Gaussian methods' steps are cut in method_steps
         args.evals = min(args.evals, 2)
 
     import torch
@@ -397,7 +410,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
     meta = {"meta": {**environment(), "track": "quality", "jobs": len(jobs), "workers": len(slots),
                      "gpus": n_gpus, "procs_per_gpu": args.procs_per_gpu if n_gpus else None,
                      "seconds_from_solo": bool(solo), "timing_jobs": len(timing),
-                     "gaussian_steps": args.gaussian_steps, "nerf_steps": args.nerf_steps, "small": args.small,
+                     "gaussian_steps": (args.gaussian_steps if args.gaussian_steps is not None
+                                        else {p: prior_default_steps(p) for p in args.priors}), "nerf_steps": args.nerf_steps, "small": args.small,
                      "overrides": args.overrides}}
     t0 = time.perf_counter()
 

@@ -117,6 +117,14 @@ class MultiViewSpec:
         return path
 
 
+def views_error(batch_size: int, views: int) -> Optional[str]:
+    """The one-line refusal of a batch of ``batch_size`` views for a prior that denoises ``views`` together, or None."""
+    if views > 1 and batch_size % views:
+        return (f"camera.batch_size={batch_size} must be a multiple of the prior's {views} views (it denoises {views} "
+                f"views of the object together): use camera.batch_size={views} or {2 * views}")
+    return None
+
+
 def camera_vectors(elevation: Tensor, azimuth: Tensor, radius: Tensor, normalise_distance: bool = False) -> Tensor:
     """[N, 16] float32: each view's camera-to-world matrix (OpenGL camera axes, world +Z up) flattened row by row.
 
