@@ -3,7 +3,9 @@
     python benchmarks/time_generation.py --prompts "a red mug" --out benchmarks/results/prior/default_generation_cpu.json
     python benchmarks/time_generation.py --prompts "a red mug" "a blue chair" --seeds 0 1 --out quality.json
 
-Uses the bundled default config unless ``--config`` says otherwise; ``key=value`` overrides may follow. The
+Uses the bundled default config unless ``--config`` says otherwise; ``key=value`` overrides may follow. ``--profile``
+also records the mean milliseconds of each stage of a step (render, UNet, backward passes...; on a GPU it synchronises
+after each stage, which costs a little). The
 time covers everything the command does: loading the prior, the optimisation, writing the run folder,
 previews and the evaluation (IoU, PSNR, depth, Chamfer, Janus, evaluator R-precision for world prompts).
 """
@@ -31,6 +33,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--config", default=None)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--profile", action="store_true", help="record each step stage's mean milliseconds (stage_ms)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     runs = []
@@ -39,7 +42,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
                 result = splatgen.generate(prompt, config=args.config, out_dir=Path(tmp) / "run",
-                                           overrides=[*args.overrides, f"run.seed={seed}"])
+                                           overrides=[*args.overrides, f"run.seed={seed}"], profile=args.profile)
                 total = time.perf_counter() - t0
             m = result.metrics or {}
             runs.append({
@@ -47,6 +50,7 @@ def main() -> None:
                 "optimisation_seconds": round(result.seconds, 2), "steps": result.config.run.steps,
                 "views_per_step": result.config.camera.batch_size, "num_gaussians": result.num_gaussians,
                 "phases_seconds": {k: round(v, 2) for k, v in result.timings.items()},
+                **({"stage_ms": {k: round(v, 1) for k, v in result.stage_ms.items()}} if args.profile else {}),
                 **{k: m.get(k) for k in SUMMARISED},
             })
             print(runs[-1], flush=True)
