@@ -44,6 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 
 from splatgen.errors import SplatgenError
+from splatgen.guidance.multiview import SPEC_FILE
 from splatgen.prior import check_prior_folder
 from splatgen.world.captions import CaptionTable
 
@@ -660,9 +661,9 @@ def import_prior(prior: Path, run: Path) -> None:
 
     prior, run = Path(prior), Path(run)
     card = check_prior_folder(prior)
-    if (prior / "multiview.json").exists():
+    if (prior / SPEC_FILE).exists():
         raise SplatgenError(
-            f"{prior} is a multi-view prior (it has multiview.json); import takes a single-view one, the base that the "
+            f"{prior} is a multi-view prior (it has {SPEC_FILE}); import takes a single-view one, the base that the "
             f"multi-view fine-tune starts from: `bash benchmarks/prior/single_view_base.sh DIR` writes the one shipped "
             f"until the multi-view prior replaced it (git {SINGLE_VIEW_BASE_COMMIT}), `train all` trains a new one")
     profile = card.get("profile", "full")

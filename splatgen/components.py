@@ -40,13 +40,18 @@ def _stable_diffusion(cfg: Config, device: torch.device) -> Guidance:
     return guidance
 
 
+def model_folder(model: str) -> Path:
+    """``guidance.model`` as a path: ``'bundled'`` is the prior shipped in the package (splatgen/assets/prior)."""
+    return bundled_prior_path() if model == "bundled" else Path(str(model)).expanduser()
+
+
 def declared_views(cfg: Config) -> int:
     """How many views the configured pixel or Stable Diffusion model denoises together, from its folder's
     ``multiview.json`` without loading it (1: a single-view model, a hub id, the world's guidance)."""
     g = cfg.guidance
     if g.type not in ("pixel", "stable-diffusion"):
         return 1
-    folder = bundled_prior_path() if g.model == "bundled" else Path(str(g.model)).expanduser()
+    folder = model_folder(g.model)
     spec = MultiViewSpec.read(folder) if folder.is_dir() else None
     return spec.num_views if spec is not None else 1
 
@@ -61,8 +66,7 @@ def check_views(cfg: Config) -> None:
 def _pixel(cfg: Config, device: torch.device) -> Guidance:
     g = cfg.guidance
     dtype = resolve_dtype(g.dtype, device)
-    # 'bundled': the prior trained on the procedural world and shipped in the package (splatgen/assets/prior).
-    folder = bundled_prior_path() if g.model == "bundled" else Path(g.model).expanduser()
+    folder = model_folder(g.model)
     text_encoder = None
     if g.model == "bundled" or (folder.is_dir() and is_prior_folder(folder)):
         # A prior of the world: check the folder first (one clear message), and let its text encoder warn about

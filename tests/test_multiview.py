@@ -5,6 +5,7 @@ model, grouped cameras and timesteps in the trainer, and a generation with every
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -269,6 +270,8 @@ def test_the_shipped_prior_is_a_gated_4_view_prior_and_import_takes_only_a_singl
     with pytest.raises(SplatgenError, match=f"is a multi-view prior.*single_view_base.sh.*{SINGLE_VIEW_BASE_COMMIT}"):
         import_prior(folder, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "prior" / "single_view_base.sh"
+    assert f"\nCOMMIT={SINGLE_VIEW_BASE_COMMIT}\n" in script.read_text()  # the script writes the base the message names
 
 
 def test_a_batch_the_shipped_prior_cannot_take_is_refused_before_any_weights_load(monkeypatch):

@@ -31,6 +31,7 @@ mean at its step (its own contended value kept as ``train_seconds_pool``), and t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -79,9 +80,10 @@ PROMPT_SETS = {"10": PROMPTS_10, "20": PROMPTS_20, "other16": PROMPTS_OTHER_16}
 METRICS = ("iou", "psnr_fg", "chamfer", "janus", "r_precision", "depth_abs_err")
 
 
+@functools.lru_cache(maxsize=None)
 def prior_default_steps(prior: str) -> int:
     """``run.steps`` of the prior's own config (``default`` for the bundled prior, ``world`` for the world's):
-    the steps a user gets from ``splatgen generate``."""
+    the steps a user gets from ``splatgen generate``. Resolved once per prior, not once per job."""
     from splatgen.api import resolve_config
 
     return int(resolve_config(PRIORS[prior]).run.steps)
