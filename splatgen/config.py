@@ -176,6 +176,13 @@ class ModelConfig:
     """Largest spherical-harmonics degree the model holds (0 to 3)."""
     sh_degree_milestones: List[float] = field(default_factory=list)
     """Fractions of the run at which the active SH degree grows by one (e.g. [0.5] with sh_degree=1)."""
+    alpha_entropy: float = 0.0
+    """Weight of a binary-entropy loss on each rendered pixel's opacity, summed over the pixels like the SDS
+    gradient: it pushes every pixel towards empty or opaque, against the half-transparent halo SDS leaves around
+    an object (DreamFusion's opacity regulariser, Poole et al. 2022, here on the Gaussians' render; 0: off)."""
+    alpha_entropy_ramp: float = 0.5
+    """Fraction of the run over which alpha_entropy's weight rises linearly from 0 (early renders are mostly
+    empty, and a full weight from the first step would empty them for good)."""
 
     def validate(self) -> None:
         _choice("model", "type", self.type, MODEL_TYPES)
@@ -187,6 +194,9 @@ class ModelConfig:
             raise ConfigError(f"model.init_opacity={self.init_opacity!r} must be in (0, 1)")
         _choice("model", "init_color", self.init_color, ["random", "grey"])
         _choice("model", "sh_degree", self.sh_degree, [0, 1, 2, 3])
+        _positive("model", "alpha_entropy", self.alpha_entropy, allow_zero=True)
+        if not 0.0 <= self.alpha_entropy_ramp <= 1.0:
+            raise ConfigError(f"model.alpha_entropy_ramp={self.alpha_entropy_ramp!r} must be a fraction of the run in [0, 1]")
         if sorted(self.sh_degree_milestones) != list(self.sh_degree_milestones) or any(
             not 0.0 <= m <= 1.0 for m in self.sh_degree_milestones
         ):

@@ -146,6 +146,13 @@ def sh_degree_at(step: int, total_steps: int, max_degree: int, milestones: Seque
     return min(max_degree, passed)
 
 
+def ramp_at(step: int, total_steps: int, ramp: float) -> float:
+    """A weight's factor at ``step``: rises linearly from 0 to 1 over the first ``ramp`` of the run (1 after it,
+    and from the start when ``ramp`` is 0)."""
+    span = ramp * total_steps
+    return 1.0 if span <= 0 else min(1.0, step / span)
+
+
 def in_densify_window(step: int, total_steps: int, start: float, stop: float, every: int) -> bool:
     """Densify at ``step`` (0-based; checked after the step's backward) when inside the window."""
     s0, s1 = int(start * total_steps), int(stop * total_steps)

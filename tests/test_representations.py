@@ -4,6 +4,7 @@ schedules, logging, checkpoints, evaluation and export; only ``model.type`` diff
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,45 @@ def test_each_kind_estimates_its_memory_and_a_run_that_cannot_fit_is_refused_up_
     with pytest.raises(DeviceError, match=f"{what.split()[-1] if kind == 'gaussians' else 'ray samples'}.*GiB is free"):
         api.check_input("a red mug", files, ["render.resolution=128", "run.device=cpu"])
     api.check_input("a red mug", files, ["render.resolution=32", "run.device=cpu"])  # fits: no error
+
+
+def test_alpha_entropy_pulls_faint_pixels_to_empty_and_dense_ones_to_opaque():
+    """The regulariser's gradient: negative-going (towards 0) below one half, towards 1 above, zero at one half."""
+    from splatgen.representation.gaussian import alpha_entropy
+
+    alpha = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9], requires_grad=True)
+    alpha_entropy(alpha).backward()
+    g = alpha.grad
+    # minimising: a step along -grad; below 0.5 the step lowers alpha, above it raises it
+    assert (g[:2] > 0).all() and (g[3:] < 0).all() and abs(g[2]) < 1e-5
+    assert torch.allclose(g, torch.log((1 - alpha.detach()) / alpha.detach()), atol=1e-5)
+    # summed, not averaged: twice the pixels, twice the loss
+    assert torch.isclose(alpha_entropy(torch.full((8,), 0.3)), 2 * alpha_entropy(torch.full((4,), 0.3)))
+
+
+def test_alpha_entropy_reaches_the_gaussians_with_its_ramp_and_is_absent_when_off():
+    from splatgen.representation.gaussian import GaussianRepresentation
+
+    cams, bg = evenly_spaced_cameras(2, 16), torch.ones(2, 3)
+    off = load_config(["world"], [*WORLD_TINY, "run.steps=10"])
+    rep = GaussianRepresentation(off, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert rep.render_train(cams, bg, 5).reg_loss is None
+
+    on = load_config(["world"], [*WORLD_TINY, "run.steps=10", "model.alpha_entropy=0.5", "model.alpha_entropy_ramp=0.5"])
+    rep = GaussianRepresentation(on, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert rep.render_train(cams, bg, 0).reg_loss is None  # the ramp starts at 0: no term, no backward pass
+    half, full, later = (rep.render_train(cams, bg, s) for s in (2, 5, 9))
+    from splatgen.representation.gaussian import alpha_entropy
+
+    assert torch.isclose(half.reg_loss, 0.5 * 0.4 * alpha_entropy(half.alpha))
+    assert torch.isclose(full.reg_loss, 0.5 * alpha_entropy(full.alpha))
+    assert torch.isclose(later.reg_loss, 0.5 * alpha_entropy(later.alpha))
+    later.reg_loss.backward()
+    assert rep.model.params["opacities"].grad is not None and rep.model.params["opacities"].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("override, allowed", [("model.alpha_entropy=-0.1", ">= 0"),
+                                               ("model.alpha_entropy_ramp=1.5", "[0, 1]")])
+def test_alpha_entropy_settings_are_checked(override, allowed):
+    with pytest.raises(ConfigError, match=re.escape(allowed)):
+        load_config(["world"], [override])

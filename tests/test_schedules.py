@@ -134,3 +134,10 @@ def test_each_weighting_is_its_formula():
         sds_weight(t, abar, "dreamtime")
     with pytest.raises(ValueError, match=r"unknown SDS weighting 'nope'; choose one of \['sds', 'uniform', 'snr', 'dreamtime'\]"):
         sds_weight(t, abar, "nope")
+
+
+def test_ramp_rises_linearly_over_its_fraction_then_stays_at_one():
+    from splatgen.schedules import ramp_at
+
+    assert [ramp_at(s, 100, 0.5) for s in (0, 25, 50, 99)] == [0.0, 0.5, 1.0, 1.0]
+    assert ramp_at(0, 100, 0.0) == 1.0

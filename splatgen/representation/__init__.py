@@ -42,7 +42,7 @@ class RepOutput:
         rgb: [B, H, W, 3] composited over the background (differentiable).
         alpha: [B, H, W, 1] accumulated opacity.
         depth: [B, H, W, 1] expected camera-space depth.
-        reg_loss: a scalar added to the loss before ``backward()`` (NeRF's entropy/orientation terms), or None.
+        reg_loss: a scalar added to the loss before ``backward()`` (NeRF's entropy/orientation terms, the Gaussians' alpha entropy), or None.
         raw: the backend's own output, handed back to :meth:`Representation.post_backward`.
     """
 

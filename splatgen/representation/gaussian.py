@@ -65,7 +65,13 @@ class GaussianRepresentation(Representation):
     def render_train(self, cams: Cameras, background: Tensor, step: int) -> RepOutput:
         r = self.cfg.render
         out = render(self.model, cams, background, backend=self.render_backend, near_plane=r.near_plane, eps2d=r.eps2d)
-        return RepOutput(out.rgb, out.alpha, out.depth, None, out)
+        m = self.cfg.model
+        reg = None
+        if m.alpha_entropy > 0:
+            weight = m.alpha_entropy * schedules.ramp_at(step, self.cfg.run.steps, m.alpha_entropy_ramp)
+            if weight > 0:
+                reg = weight * alpha_entropy(out.alpha)
+        return RepOutput(out.rgb, out.alpha, out.depth, reg, out)
 
     def _in_window(self, step: int) -> bool:
         d, total = self.cfg.densify, self.cfg.run.steps
@@ -146,6 +152,16 @@ class GaussianRepresentation(Representation):
 
 #: opacity above which a Gaussian's centre counts as a point of the model (:meth:`Representation.points`).
 POINTS_MIN_OPACITY = 0.1
+
+
+def alpha_entropy(alpha: Tensor, eps: float = 1e-4) -> Tensor:
+    """``sum over pixels of -(a log a + (1 - a) log(1 - a))``, ``a`` the rendered opacity clamped to [eps, 1 - eps].
+
+    Its gradient per pixel, ``log((1 - a) / a)``, pulls a pixel below one half towards empty and one above towards
+    opaque; summed rather than averaged, so a weight compares with the SDS gradient each pixel already gets.
+    """
+    a = alpha.float().clamp(eps, 1.0 - eps)
+    return -(a * a.log() + (1.0 - a) * (1.0 - a).log()).sum()
 
 
 def opaque_centres(model: GaussianModel, min_opacity: float = POINTS_MIN_OPACITY) -> Tensor:
