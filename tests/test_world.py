@@ -29,6 +29,7 @@ from splatgen.world.metrics import (
     opposite_cameras,
     psnr_foreground,
     silhouette_iou,
+    silhouette_precision_recall,
 )
 
 
@@ -237,6 +238,15 @@ def test_iou_and_psnr_helpers():
     a[1, :, :6] = 1
     b[1, :, 3:] = 1  # overlap 3 columns of 10
     assert silhouette_iou(a, b).tolist() == pytest.approx([1.0, 0.3])
+    precision, recall = silhouette_precision_recall(a, b)
+    assert precision.tolist() == pytest.approx([1.0, 0.5]) and recall.tolist() == pytest.approx([1.0, 3 / 7])
+    fat = torch.zeros(1, 10, 10, 1)
+    fat[0, :, :8] = 1  # covers all of b[0]'s five columns and three more
+    p, r = silhouette_precision_recall(fat, b[:1])
+    assert (p.item(), r.item()) == pytest.approx((5 / 8, 1.0))
+    empty = torch.zeros(1, 10, 10, 1)
+    assert [x.item() for x in silhouette_precision_recall(empty, empty)] == [1.0, 1.0]
+    assert [x.item() for x in silhouette_precision_recall(empty, b[:1])] == [0.0, 0.0]
     rgb = torch.rand(2, 10, 10, 3)
     assert psnr_foreground(rgb + 0.1 * b, rgb, b) == pytest.approx(20.0, abs=1e-3)
     assert psnr_foreground(rgb, rgb, b) == 100.0

@@ -77,7 +77,7 @@ PROMPTS_OTHER_16 = (
 )
 PROMPT_SETS = {"10": PROMPTS_10, "20": PROMPTS_20, "other16": PROMPTS_OTHER_16}
 
-METRICS = ("iou", "psnr_fg", "chamfer", "janus", "r_precision", "depth_abs_err")
+METRICS = ("iou", "psnr_fg", "chamfer", "janus", "r_precision", "depth_abs_err", "silhouette_precision", "silhouette_recall")
 
 
 @functools.lru_cache(maxsize=None)

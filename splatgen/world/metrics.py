@@ -8,6 +8,9 @@ oracle's randomly drawn views, and they include the exact front (azimuth 0) and 
 Metrics (all on the model rendered over white, and the ray-cast ground truth supersampled 2x2):
 
 - ``iou``: silhouette IoU, ``alpha > 0.5`` vs ground-truth coverage ``> 0.5``, averaged over views.
+- ``silhouette_precision`` / ``silhouette_recall``: the two halves of ``iou``, averaged over views: the share
+  of the model's silhouette inside the true one (below 1: the model is too fat, or has floaters) and of the
+  true silhouette the model covers (below 1: parts missing or too thin).
 - ``psnr_fg``: PSNR (dB, peak 1) of the RGB over the ground-truth foreground pixels, pooled over all views
   (one MSE over every foreground pixel and channel; capped at 100 dB).
 - ``depth_abs_err``: mean ``|depth - depth_gt|`` (world units, camera z) over pixels inside both masks;
@@ -83,6 +86,20 @@ def silhouette_iou(alpha: Tensor, gt_mask: Tensor, threshold: float = 0.5) -> Te
     inter = (a & g).sum(-1).float()
     union = (a | g).sum(-1).float()
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+def silhouette_precision_recall(alpha: Tensor, gt_mask: Tensor, threshold: float = 0.5) -> Tuple[Tensor, Tensor]:
+    """Per-view [B] precision (``|A & G| / |A|``) and recall (``|A & G| / |G|``) of ``A = alpha > threshold``
+    against ``G = gt_mask > threshold``; an empty ``A`` (or ``G``) scores 1 on its side when the other is empty
+    too, else 0 (nothing drawn covers nothing; a drawing of nothing has no precision to speak of)."""
+    a = alpha.reshape(alpha.shape[0], -1) > threshold
+    g = gt_mask.reshape(gt_mask.shape[0], -1) > threshold
+    inter = (a & g).sum(-1).float()
+    na, ng = a.sum(-1).float(), g.sum(-1).float()
+    both_empty = (na == 0) & (ng == 0)
+    precision = torch.where(na > 0, inter / na.clamp_min(1), both_empty.float())
+    recall = torch.where(ng > 0, inter / ng.clamp_min(1), both_empty.float())
+    return precision, recall
 
 
 def psnr_foreground(rgb: Tensor, gt_rgb: Tensor, gt_mask: Tensor, threshold: float = 0.5) -> float:
@@ -170,6 +187,8 @@ def evaluate_model(
         "n_views": len(cams),
         "resolution": resolution,
         "iou": float(silhouette_iou(alpha, gt["mask"]).mean()),
+        **dict(zip(("silhouette_precision", "silhouette_recall"),
+                   (float(x.mean()) for x in silhouette_precision_recall(alpha, gt["mask"])))),
         "psnr_fg": psnr_foreground(rgb, gt["rgb"], gt["mask"]),
         "depth_abs_err": depth_error(depth, alpha, gt["depth"], gt["mask"]),
     }
