@@ -179,7 +179,8 @@ class ModelConfig:
     alpha_entropy: float = 0.0
     """Weight of a binary-entropy loss on each rendered pixel's opacity, summed over the pixels like the SDS
     gradient: it pushes every pixel towards empty or opaque, against the half-transparent halo SDS leaves around
-    an object (DreamFusion's opacity regulariser, Poole et al. 2022, here on the Gaussians' render; 0: off)."""
+    an object (the binary entropy stable-dreamfusion and threestudio put on a NeRF's opacity, here on the Gaussians'
+    render; 0: off). On the bundled prior it lowers IoU (benchmarks/results/multiview/README.md)."""
     alpha_entropy_ramp: float = 0.5
     """Fraction of the run over which alpha_entropy's weight rises linearly from 0 (early renders are mostly
     empty, and a full weight from the first step would empty them for good)."""
