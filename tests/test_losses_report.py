@@ -65,3 +65,26 @@ def test_report_files_and_a_plot_with_an_untimed_method(tmp_path):
     assert (out / "losses.png").stat().st_size > 10_000
     header = (out / "losses.csv").read_text().splitlines()[0].split(",")
     assert header[:4] == ["prior", "method", "runs", "steps"]
+
+
+def test_the_montage_shows_the_seed_it_is_asked_for(tmp_path):
+    """Previews exist for seed 1 only: the default montage (seed 0) has nothing to show, --montage-seed 1 shows
+    both methods, each cell the run's own picture."""
+    from PIL import Image
+
+    from quality import preview_name
+
+    q = tmp_path / "q.jsonl"
+    q.write_text("\n".join(json.dumps(r) for r in [
+        {"meta": {"device": "test"}},
+        row("sds", "a red mug", 1, 0.8, 0.0, 10.0), row("gs5", "a red mug", 1, 0.9, 0.0, 10.0)]) + "\n")
+    pv = tmp_path / "pv"
+    pv.mkdir()
+    for method, colour in (("sds", (255, 0, 0)), ("gs5", (0, 0, 255))):
+        Image.new("RGB", (64, 16), colour).save(pv / preview_name({"prior": "world", "method": method, "prompt": "a red mug", "seed": 1}))
+    losses.main([str(q), "--out", str(tmp_path / "s0"), "--previews", str(pv)])
+    assert not (tmp_path / "s0" / "montage_world.png").exists()
+    losses.main([str(q), "--out", str(tmp_path / "s1"), "--previews", str(pv), "--montage-seed", "1", "--methods", "sds", "gs5"])
+    px = Image.open(tmp_path / "s1" / "montage_world.png").convert("RGB")
+    colours = {px.getpixel((x, y)) for x in range(px.width) for y in range(px.height)}
+    assert (255, 0, 0) in colours and (0, 0, 255) in colours

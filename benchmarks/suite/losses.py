@@ -14,7 +14,7 @@ the file says which).
 
 Writes ``losses.json`` (everything, with the environment and commands of the runs), ``losses.csv`` (one row per
 prior x method), ``losses.png`` (bars with the seed spread: IoU, PSNR, Janus, R-precision, seconds) and
-``montage_<prior>.png`` (rows: prompts, columns: methods, four views each, seed 0).
+``montage_<prior>.png`` (rows: prompts, columns: methods, four views each, seed 0 or ``--montage-seed``).
 """
 
 from __future__ import annotations
@@ -279,6 +279,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--methods", nargs="+", default=None, help="columns of the montage, in order (default: all)")
     ap.add_argument("--keep", nargs="+", default=None, help="table only these methods (default: every method in the files)")
     ap.add_argument("--montage-prompts", type=int, default=10, help="rows of the montage (the first prompts)")
+    ap.add_argument("--montage-seed", type=int, default=0, help="the seed whose previews the montage shows")
     ap.add_argument("--note", default=None, help="a note kept in losses.json")
     ap.add_argument("--reference", default="sds", help="the method every other is paired against")
     args = ap.parse_args(argv)
@@ -304,7 +305,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             for r in runs:
                 if r["prior"] == prior and r["prompt"] not in prompts:
                     prompts.append(r["prompt"])
-            montage(args.out / f"montage_{prior}.png", args.previews, prior, methods, prompts[: args.montage_prompts])
+            montage(args.out / f"montage_{prior}.png", args.previews, prior, methods, prompts[: args.montage_prompts],
+                    args.montage_seed)
     for e in table:
         a = e["all"]
         print(f"{e['prior']:8s} {e['method']:22s} runs {e['runs']:3d}  IoU {_fmt(a.get('iou'))} ±{_fmt(a.get('iou_seed_std'))}  "
