@@ -263,10 +263,13 @@ def test_the_shipped_prior_is_a_gated_4_view_prior_and_import_takes_only_a_singl
     card = json.loads((folder / "prior_card.json").read_text())
     assert card["multiview"]["spec"]["cross_view_mix"] == spec.cross_view_mix
     assert "gate" in card["multiview"]["recipe"] and "with each view's view word" in card["multiview"]["recipe"]
-    assert "this prior, 250 steps (the default)" in card["multiview"]["text_to_3d"]["rows"]
+    assert "this prior, 250 steps" in card["multiview"]["text_to_3d"]["rows"]
     from splatgen.api import resolve_config
 
-    assert resolve_config().run.steps == 250
+    # the card names the default the package runs: its steps and its guidance scale
+    cfg = resolve_config()
+    assert cfg.run.steps == 250
+    assert f"250 steps at guidance scale {cfg.guidance.guidance_scale:g} " in card["multiview"]["text_to_3d"]["guidance_scale"]
     with pytest.raises(SplatgenError, match=f"is a multi-view prior.*single_view_base.sh.*{SINGLE_VIEW_BASE_COMMIT}"):
         import_prior(folder, tmp_path / "run")
     assert not (tmp_path / "run").exists()
