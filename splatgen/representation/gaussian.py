@@ -66,11 +66,8 @@ class GaussianRepresentation(Representation):
         r = self.cfg.render
         out = render(self.model, cams, background, backend=self.render_backend, near_plane=r.near_plane, eps2d=r.eps2d)
         m = self.cfg.model
-        reg = None
-        if m.alpha_entropy > 0:
-            weight = m.alpha_entropy * schedules.ramp_at(step, self.cfg.run.steps, m.alpha_entropy_ramp)
-            if weight > 0:
-                reg = weight * alpha_entropy(out.alpha)
+        weight = m.alpha_entropy * schedules.ramp_at(step, self.cfg.run.steps, m.alpha_entropy_ramp)
+        reg = weight * alpha_entropy(out.alpha) if weight > 0 else None  # off, or not ramped in yet: no term at all
         return RepOutput(out.rgb, out.alpha, out.depth, reg, out)
 
     def _in_window(self, step: int) -> bool:

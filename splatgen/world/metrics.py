@@ -78,13 +78,18 @@ def opposite_cameras(cameras: Cameras) -> Cameras:
 
 
 # ----------------------------------------------------------------------------------------- image metrics
+def _silhouette_counts(alpha: Tensor, gt_mask: Tensor, threshold: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per view [B]: ``|A & G|``, ``|A|`` and ``|G|`` of ``A = alpha > threshold`` and ``G = gt_mask > threshold``."""
+    a = alpha.reshape(alpha.shape[0], -1) > threshold
+    g = gt_mask.reshape(gt_mask.shape[0], -1) > threshold
+    return (a & g).sum(-1).float(), a.sum(-1).float(), g.sum(-1).float()
+
+
 def silhouette_iou(alpha: Tensor, gt_mask: Tensor, threshold: float = 0.5) -> Tensor:
     """Per-view IoU [B] of ``alpha > threshold`` and ``gt_mask > threshold`` ([B, H, W, 1] each); views where
     both are empty score 1."""
-    a = alpha.reshape(alpha.shape[0], -1) > threshold
-    g = gt_mask.reshape(gt_mask.shape[0], -1) > threshold
-    inter = (a & g).sum(-1).float()
-    union = (a | g).sum(-1).float()
+    inter, na, ng = _silhouette_counts(alpha, gt_mask, threshold)
+    union = na + ng - inter
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
@@ -92,13 +97,10 @@ def silhouette_precision_recall(alpha: Tensor, gt_mask: Tensor, threshold: float
     """Per-view [B] precision (``|A & G| / |A|``) and recall (``|A & G| / |G|``) of ``A = alpha > threshold``
     against ``G = gt_mask > threshold``; an empty ``A`` (or ``G``) scores 1 on its side when the other is empty
     too, else 0 (nothing drawn covers nothing; a drawing of nothing has no precision to speak of)."""
-    a = alpha.reshape(alpha.shape[0], -1) > threshold
-    g = gt_mask.reshape(gt_mask.shape[0], -1) > threshold
-    inter = (a & g).sum(-1).float()
-    na, ng = a.sum(-1).float(), g.sum(-1).float()
-    both_empty = (na == 0) & (ng == 0)
-    precision = torch.where(na > 0, inter / na.clamp_min(1), both_empty.float())
-    recall = torch.where(ng > 0, inter / ng.clamp_min(1), both_empty.float())
+    inter, na, ng = _silhouette_counts(alpha, gt_mask, threshold)
+    both_empty = ((na == 0) & (ng == 0)).float()
+    precision = torch.where(na > 0, inter / na.clamp_min(1), both_empty)
+    recall = torch.where(ng > 0, inter / ng.clamp_min(1), both_empty)
     return precision, recall
 
 
@@ -178,6 +180,7 @@ def evaluate_model(
     with torch.no_grad():
         rgb, alpha, depth = render_fn(cams, white)
     rgb, alpha, depth = rgb.float().clamp(0, 1), alpha.float(), depth.float()
+    precision, recall = silhouette_precision_recall(alpha, gt["mask"])
 
     result: Dict[str, Any] = {
         "caption": obj.caption,
@@ -187,8 +190,8 @@ def evaluate_model(
         "n_views": len(cams),
         "resolution": resolution,
         "iou": float(silhouette_iou(alpha, gt["mask"]).mean()),
-        **dict(zip(("silhouette_precision", "silhouette_recall"),
-                   (float(x.mean()) for x in silhouette_precision_recall(alpha, gt["mask"])))),
+        "silhouette_precision": float(precision.mean()),
+        "silhouette_recall": float(recall.mean()),
         "psnr_fg": psnr_foreground(rgb, gt["rgb"], gt["mask"]),
         "depth_abs_err": depth_error(depth, alpha, gt["depth"], gt["mask"]),
     }
