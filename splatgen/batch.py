@@ -371,7 +371,7 @@ def _guidance_key(cfg: Config, device: torch.device) -> str:
     keep = {"guidance": dataclasses.asdict(cfg.guidance), "device": str(device)}
     if cfg.guidance.type == "world":
         keep["camera"] = dataclasses.asdict(cfg.camera)
-    for k in ("negative_prompt", "guidance_scale", "view_dependent", "weighting", "grad_clip"):
+    for k in ("negative_prompt", "guidance_scale", "guidance_scale_milestones", "view_dependent", "weighting", "grad_clip"):
         keep["guidance"].pop(k, None)  # used per prompt, not by the loaded model
     return json.dumps(keep, sort_keys=True)
 

@@ -281,6 +281,9 @@ class GuidanceConfig:
     guidance_scale: float = 7.5
     """Classifier-free guidance scale s in uncond + s * (cond - uncond) (the bundled prior's default; Stable
     Diffusion SDS uses about 100, configs/sd21.yaml)."""
+    guidance_scale_milestones: List[List[float]] = field(default_factory=list)
+    """[[fraction, scale], ...]: from that fraction of the run on, guide with that scale (guidance_scale before the
+    first; empty: one scale for the whole run)."""
     negative_prompt: str = ""
     """Prompt whose prediction replaces the unconditional one (empty: the plain unconditional)."""
     view_dependent: bool = True
@@ -356,6 +359,14 @@ class GuidanceConfig:
         _choice("guidance", "compile", self.compile, ["off", "unet", "vae", "all"])
         _choice("guidance", "vae", self.vae, ["full", "tiny"])
         _positive("guidance", "guidance_scale", self.guidance_scale, allow_zero=True)
+        last = -1.0
+        for m in self.guidance_scale_milestones:
+            if len(m) != 2 or not 0.0 <= m[0] <= 1.0 or not m[1] >= 0.0 or m[0] < last:
+                raise ConfigError(
+                    "guidance.guidance_scale_milestones must be [[fraction, scale], ...] with increasing fractions in "
+                    f"[0, 1] and scales >= 0; got {self.guidance_scale_milestones!r}"
+                )
+            last = m[0]
         _choice("guidance", "weighting", self.weighting, WEIGHTING_NAMES)
         _choice("guidance", "loss", self.loss, LOSS_NAMES)
         _choice("guidance", "vsd_estimator", self.vsd_estimator, VSD_ESTIMATOR_NAMES)

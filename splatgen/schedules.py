@@ -129,13 +129,19 @@ TIMESTEP_SCHEDULES: Dict[str, Callable[[TimestepSchedule, int, int, torch.Genera
 }
 
 
+def milestone_value(step: int, total_steps: int, base: float, milestones: Sequence[Sequence[float]]) -> float:
+    """A setting with milestones at ``step``: ``base`` until the first ``[fraction, value]`` is reached, then the
+    value of the last milestone passed (milestones in increasing fractions)."""
+    value = base
+    for frac, v in milestones:
+        if step >= frac * total_steps:
+            value = v
+    return value
+
+
 def resolution_at(step: int, total_steps: int, base: int, milestones: Sequence[Sequence[float]]) -> int:
     """Render side at ``step``: ``base`` until the first milestone ``[fraction, side]`` is reached."""
-    res = base
-    for frac, side in milestones:
-        if step >= frac * total_steps:
-            res = int(side)
-    return res
+    return int(milestone_value(step, total_steps, base, milestones))
 
 
 def sh_degree_at(step: int, total_steps: int, max_degree: int, milestones: Sequence[float]) -> int:

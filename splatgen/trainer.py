@@ -284,8 +284,10 @@ class Trainer:
             terms = self.loss.terms(x0.detach(), t, cams_cpu, noise)
         with T("sds"):
             w = sds_weight(t, self.guidance.alphas_cumprod, cfg.guidance.weighting, self.schedule.prior)
-            loss, sstats = sds_loss(self.kernel_backend, x0, terms.eps_pair, terms.baseline, w,
-                                    cfg.guidance.guidance_scale, cfg.guidance.grad_clip)
+            scale = schedules.milestone_value(step, total, cfg.guidance.guidance_scale,
+                                              cfg.guidance.guidance_scale_milestones)
+            loss, sstats = sds_loss(self.kernel_backend, x0, terms.eps_pair, terms.baseline, w, scale,
+                                    cfg.guidance.grad_clip)
         with T("backward_vae"):
             loss.backward()
         with T("backward_render"):

@@ -68,6 +68,10 @@ def test_wrong_type_is_named():
         ("schedule.t_min=0.99", "schedule.t_min"),
         ("guidance.type=stable-diffusion", "guidance.model"),
         ("run.device=tpu", "run.device"),
+        ("guidance.guidance_scale_milestones=[[0.5,-1.0]]", "guidance.guidance_scale_milestones"),
+        ("guidance.guidance_scale_milestones=[[0.8,3.0],[0.5,2.0]]", "guidance.guidance_scale_milestones"),
+        ("guidance.guidance_scale_milestones=[[1.5,3.0]]", "guidance.guidance_scale_milestones"),
+        ("guidance.guidance_scale_milestones=[[0.5]]", "guidance.guidance_scale_milestones"),
     ],
 )
 def test_bad_values_are_refused_with_key(override, key):

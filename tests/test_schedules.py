@@ -105,6 +105,15 @@ def test_resolution_and_sh_milestones():
     assert schedules.sh_degree_at(0, 100, 2, []) == 2
 
 
+def test_guidance_scale_milestones():
+    m = [[0.5, 3.5], [0.8, 2.0]]
+    assert schedules.milestone_value(0, 250, 5.0, m) == 5.0
+    assert schedules.milestone_value(124, 250, 5.0, m) == 5.0
+    assert schedules.milestone_value(125, 250, 5.0, m) == 3.5
+    assert schedules.milestone_value(249, 250, 5.0, m) == 2.0
+    assert schedules.milestone_value(249, 250, 5.0, []) == 5.0
+
+
 def test_densify_window():
     hits = [s for s in range(100) if schedules.in_densify_window(s, 100, 0.1, 0.5, 10)]
     assert hits == [19, 29, 39, 49]

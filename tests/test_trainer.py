@@ -85,6 +85,20 @@ def test_same_seed_same_result(tiny_sd):
     assert not torch.equal(a.rep.module.params["means"], c.rep.module.params["means"])
 
 
+def test_guidance_scale_milestones_change_the_scale_the_step_uses(tiny_sd):
+    # a milestone at fraction 0 replaces the scale from the first step: the same run as that scale throughout
+    base = sd_overrides(tiny_sd) + ["run.seed=3", "densify.enabled=false"]
+    a = splatgen.generate("a red mug", overrides=base + ["guidance.guidance_scale=2"])
+    b = splatgen.generate("a red mug", overrides=base + ["guidance.guidance_scale=9", "guidance.guidance_scale_milestones=[[0.0,2.0]]"])
+    c = splatgen.generate("a red mug", overrides=base + ["guidance.guidance_scale=9"])
+    # and a milestone half-way changes only the second half
+    d = splatgen.generate("a red mug", overrides=base + ["guidance.guidance_scale=9", "guidance.guidance_scale_milestones=[[0.5,2.0]]"])
+    assert torch.equal(a.rep.module.params["means"], b.rep.module.params["means"])
+    assert not torch.equal(a.rep.module.params["means"], c.rep.module.params["means"])
+    assert [h["loss"] for h in d.history[:3]] == [h["loss"] for h in c.history[:3]]
+    assert [h["loss"] for h in d.history[3:]] != [h["loss"] for h in c.history[3:]]
+
+
 def test_python_api_kwargs_overrides(tiny_sd):
     res = splatgen.generate("a red mug", overrides=sd_overrides(tiny_sd), run={"steps": 2}, model__num_points=90,
                             densify={"enabled": False})
