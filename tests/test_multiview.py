@@ -269,7 +269,10 @@ def test_the_shipped_prior_is_a_gated_4_view_prior_and_import_takes_only_a_singl
     # the card names the default the package runs: its steps and its guidance scale
     cfg = resolve_config()
     assert cfg.run.steps == 250
-    assert f"250 steps at guidance scale {cfg.guidance.guidance_scale:g} " in card["multiview"]["text_to_3d"]["guidance_scale"]
+    line = card["multiview"]["text_to_3d"]["guidance_scale"]
+    assert f"250 steps at guidance scale {cfg.guidance.guidance_scale:g} " in line
+    milestones = ", ".join(f"[{f:g}, {s:g}]" for f, s in cfg.guidance.guidance_scale_milestones)
+    assert f"guidance.guidance_scale_milestones [{milestones}]" in line
     with pytest.raises(SplatgenError, match=f"is a multi-view prior.*single_view_base.sh.*{SINGLE_VIEW_BASE_COMMIT}"):
         import_prior(folder, tmp_path / "run")
     assert not (tmp_path / "run").exists()
