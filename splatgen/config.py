@@ -283,7 +283,8 @@ class GuidanceConfig:
     Diffusion SDS uses about 100, configs/sd21.yaml)."""
     guidance_scale_milestones: List[List[float]] = field(default_factory=list)
     """[[fraction, scale], ...]: from that fraction of the run on, guide with that scale (guidance_scale before the
-    first; empty: one scale for the whole run)."""
+    first; empty: one scale for the whole run). The bundled default config sets [[0.5, 3.5]]: there,
+    guidance.guidance_scale sets the first half only; add guidance.guidance_scale_milestones=[] for one scale."""
     negative_prompt: str = ""
     """Prompt whose prediction replaces the unconditional one (empty: the plain unconditional)."""
     view_dependent: bool = True

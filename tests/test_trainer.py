@@ -85,18 +85,28 @@ def test_same_seed_same_result(tiny_sd):
     assert not torch.equal(a.rep.module.params["means"], c.rep.module.params["means"])
 
 
-def test_guidance_scale_milestones_change_the_scale_the_step_uses(tiny_sd):
-    # a milestone at fraction 0 replaces the scale from the first step: the same run as that scale throughout
-    base = sd_overrides(tiny_sd) + ["run.seed=3", "densify.enabled=false"]
-    a = splatgen.generate("a red mug", overrides=base + ["guidance.guidance_scale=2"])
-    b = splatgen.generate("a red mug", overrides=base + ["guidance.guidance_scale=9", "guidance.guidance_scale_milestones=[[0.0,2.0]]"])
-    c = splatgen.generate("a red mug", overrides=base + ["guidance.guidance_scale=9"])
-    # and a milestone half-way changes only the second half
-    d = splatgen.generate("a red mug", overrides=base + ["guidance.guidance_scale=9", "guidance.guidance_scale_milestones=[[0.5,2.0]]"])
-    assert torch.equal(a.rep.module.params["means"], b.rep.module.params["means"])
-    assert not torch.equal(a.rep.module.params["means"], c.rep.module.params["means"])
-    assert [h["loss"] for h in d.history[:3]] == [h["loss"] for h in c.history[:3]]
-    assert [h["loss"] for h in d.history[3:]] != [h["loss"] for h in c.history[3:]]
+def test_guidance_scale_milestones_change_the_scale_the_step_uses(tiny_sd, monkeypatch):
+    import splatgen.trainer as trainer_module
+
+    seen = []
+    original = trainer_module.sds_loss
+
+    def recording(backend, x0, eps_pair, baseline, w, scale, grad_clip):
+        seen.append(scale)
+        return original(backend, x0, eps_pair, baseline, w, scale, grad_clip)
+
+    monkeypatch.setattr(trainer_module, "sds_loss", recording)
+    base = sd_overrides(tiny_sd) + ["run.seed=3"]
+    splatgen.generate("a red mug", overrides=base + ["guidance.guidance_scale=9",
+                                                     "guidance.guidance_scale_milestones=[[0.5,2.0],[0.8,1.0]]"])
+    assert seen == [9.0, 9.0, 9.0, 2.0, 2.0, 1.0]  # 6 steps: from step 3 (0.5) and step 5 (0.8 of 6 = 4.8) on
+    seen.clear()
+    # the default config's own milestone ([[0.5, 3.5]]) stays unless it is emptied: one scale needs both keys
+    splatgen.generate("a red mug", overrides=base + ["guidance.guidance_scale=9"])
+    assert seen == [9.0, 9.0, 9.0, 3.5, 3.5, 3.5]
+    seen.clear()
+    splatgen.generate("a red mug", overrides=base + ["guidance.guidance_scale=9", "guidance.guidance_scale_milestones=[]"])
+    assert seen == [9.0] * 6
 
 
 def test_python_api_kwargs_overrides(tiny_sd):

@@ -104,7 +104,10 @@ def main(argv=None) -> dict:
     dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
     result = {"benchmark": "MVDream-shaped SDS step (SD-2.1 UNet + camera MLP + 4-view attention) vs SD-2.1-base",
               "environment": environment(), "settings": {k: str(v) for k, v in vars(args).items()},
-              "bf16_matmul_peak_tflops": round(matmul_peak(device), 2), "rows": [], "flops_tflop": {}}
+              "bf16_matmul_peak_tflops": None, "rows": [], "flops_tflop": {}}
+    # kept unrounded for the fractions: a slow or busy CPU measures a peak that rounds to 0.00 TFLOP/s
+    peak = matmul_peak(device)
+    result["bf16_matmul_peak_tflops"] = round(peak, 4)
     rows: List[dict] = result["rows"]
     for name in args.models:
         for dname in args.dtypes:
@@ -115,11 +118,13 @@ def main(argv=None) -> dict:
                 result["flops_tflop"][name] = {k: round(v, 4) for k, v in count_flops(g, args.views, args.size).items()}
             try:
                 row = run(g, args, name, dname)
-                fl, peak = result["flops_tflop"][name], result["bf16_matmul_peak_tflops"]
+                fl = result["flops_tflop"][name]
                 enc, unet = row["stage_ms"]["encoder"], row["stage_ms"]["unet"]
-                row["tflops"] = {"encoder": round(fl["encoder_fwd_bwd"] / (enc / 1000), 2) if enc else None,
-                                 "unet": round(fl["unet_fwd"] / (unet / 1000), 2) if unet else None}
-                row["fraction_of_peak"] = {k: round(v / peak, 3) if v else None for k, v in row["tflops"].items()}
+                # four significant digits, not two decimals: the smoke size's rates are thousandths of a TFLOP/s
+                row["tflops"] = {"encoder": float(f"{fl['encoder_fwd_bwd'] / (enc / 1000):.4g}") if enc else None,
+                                 "unet": float(f"{fl['unet_fwd'] / (unet / 1000):.4g}") if unet else None}
+                row["fraction_of_peak"] = {k: float(f"{v / peak:.4g}") if v and peak > 0 else None
+                                           for k, v in row["tflops"].items()}
                 rows.append(row)
             except Exception as exc:  # a configuration that fails is a result too
                 rows.append({"model": name, "dtype": dname, "error": f"{type(exc).__name__}: {str(exc)[:300]}"})
