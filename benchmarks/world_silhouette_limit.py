@@ -38,6 +38,7 @@ import splatgen  # noqa: E402
 from splatgen.cameras import sample_orbit_cameras  # noqa: E402
 from splatgen.config import load_config  # noqa: E402
 from splatgen.gaussians import GaussianModel  # noqa: E402
+from splatgen.representation.gaussian import GaussianRepresentation  # noqa: E402
 from splatgen.render import render  # noqa: E402
 from splatgen.world.grammar import parse_prompt  # noqa: E402
 from splatgen.world.metrics import heldout_cameras, silhouette_iou, silhouette_precision_recall  # noqa: E402
@@ -52,11 +53,8 @@ def fit_gaussians(prompt: str, steps: int, seed: int) -> GaussianModel:
     """An L2 fit of the default's initial Gaussians to ground-truth views at the default's cameras and lrs."""
     cfg = load_config(["default"])
     g = torch.Generator().manual_seed(seed)
-    m = cfg.model
-    model = GaussianModel.init_ball(m.num_points, m.init_radius, m.init_scale, m.init_opacity, 0, m.init_color, generator=g)
-    o = cfg.optim
-    opt = model.create_optimizer(dict(means=o.lr_means, scales=o.lr_scales, quats=o.lr_quats, opacities=o.lr_opacities,
-                                      sh0=o.lr_sh0, shN=o.lr_shN))
+    rep = GaussianRepresentation(cfg, torch.device("cpu"), g)  # the default's initial Gaussians and optimizer
+    model, opt = rep.model, rep.optimizer
     obj = parse_prompt(prompt)
     c = cfg.camera
     bg = torch.ones(c.batch_size, 3)

@@ -16,7 +16,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import yaml
 from omegaconf import OmegaConf
@@ -61,6 +61,17 @@ MAX_GAUSSIANS = 20_000_000
 def _at_most(section: str, name: str, value: float, limit: float) -> None:
     if value > limit:
         raise ConfigError(f"{section}.{name}={value!r} is too large; it must be <= {limit}")
+
+
+def _milestones(section: str, name: str, milestones: Sequence[Sequence[float]], what: str,
+                value_ok: Callable[[float], bool], allowed: str) -> None:
+    """``[[fraction, value], ...]`` with fractions in [0, 1], increasing, and values ``value_ok`` accepts."""
+    last = -1.0
+    for m in milestones:
+        if len(m) != 2 or not 0.0 <= m[0] <= 1.0 or not value_ok(m[1]) or m[0] < last:
+            raise ConfigError(f"{section}.{name} must be [[fraction, {what}], ...] with increasing fractions in "
+                              f"[0, 1] and {allowed}; got {milestones!r}")
+        last = m[0]
 
 
 def _finite_everywhere(obj: Any, prefix: str) -> None:
@@ -254,14 +265,8 @@ class RenderConfig:
         _choice("render", "backend", self.backend, ["auto", "gsplat", "torch"])
         _positive("render", "resolution", self.resolution)
         _at_most("render", "resolution", self.resolution, MAX_SIDE)
-        last = -1.0
-        for m in self.resolution_milestones:
-            if len(m) != 2 or not 0.0 <= m[0] <= 1.0 or not 0 < m[1] <= MAX_SIDE or m[0] < last:
-                raise ConfigError(
-                    "render.resolution_milestones must be [[fraction, side], ...] with increasing fractions in "
-                    f"[0, 1] and sides in [1, {MAX_SIDE}]; got {self.resolution_milestones!r}"
-                )
-            last = m[0]
+        _milestones("render", "resolution_milestones", self.resolution_milestones, "side",
+                    lambda v: 0 < v <= MAX_SIDE, f"sides in [1, {MAX_SIDE}]")
         _choice("render", "background", self.background, ["white", "black", "random", "color"])
         if len(self.background_color) != 3 or any(not 0.0 <= c <= 1.0 for c in self.background_color):
             raise ConfigError(f"render.background_color={self.background_color!r} must be 3 values in [0, 1]")
@@ -360,14 +365,8 @@ class GuidanceConfig:
         _choice("guidance", "compile", self.compile, ["off", "unet", "vae", "all"])
         _choice("guidance", "vae", self.vae, ["full", "tiny"])
         _positive("guidance", "guidance_scale", self.guidance_scale, allow_zero=True)
-        last = -1.0
-        for m in self.guidance_scale_milestones:
-            if len(m) != 2 or not 0.0 <= m[0] <= 1.0 or not m[1] >= 0.0 or m[0] < last:
-                raise ConfigError(
-                    "guidance.guidance_scale_milestones must be [[fraction, scale], ...] with increasing fractions in "
-                    f"[0, 1] and scales >= 0; got {self.guidance_scale_milestones!r}"
-                )
-            last = m[0]
+        _milestones("guidance", "guidance_scale_milestones", self.guidance_scale_milestones, "scale",
+                    lambda v: v >= 0.0, "scales >= 0")
         _choice("guidance", "weighting", self.weighting, WEIGHTING_NAMES)
         _choice("guidance", "loss", self.loss, LOSS_NAMES)
         _choice("guidance", "vsd_estimator", self.vsd_estimator, VSD_ESTIMATOR_NAMES)

@@ -102,12 +102,10 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    peak = matmul_peak(device)  # kept unrounded for the fractions: a slow or busy CPU's peak rounds to 0.00 TFLOP/s
     result = {"benchmark": "MVDream-shaped SDS step (SD-2.1 UNet + camera MLP + 4-view attention) vs SD-2.1-base",
               "environment": environment(), "settings": {k: str(v) for k, v in vars(args).items()},
-              "bf16_matmul_peak_tflops": None, "rows": [], "flops_tflop": {}}
-    # kept unrounded for the fractions: a slow or busy CPU measures a peak that rounds to 0.00 TFLOP/s
-    peak = matmul_peak(device)
-    result["bf16_matmul_peak_tflops"] = round(peak, 4)
+              "bf16_matmul_peak_tflops": round(peak, 4), "rows": [], "flops_tflop": {}}
     rows: List[dict] = result["rows"]
     for name in args.models:
         for dname in args.dtypes:
