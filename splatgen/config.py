@@ -63,15 +63,22 @@ def _at_most(section: str, name: str, value: float, limit: float) -> None:
         raise ConfigError(f"{section}.{name}={value!r} is too large; it must be <= {limit}")
 
 
-def _milestones(section: str, name: str, milestones: Sequence[Sequence[float]], what: str,
-                value_ok: Callable[[float], bool], allowed: str) -> None:
-    """``[[fraction, value], ...]`` with fractions in [0, 1], increasing, and values ``value_ok`` accepts."""
-    last = -1.0
+def _milestones(section: str, name: str, milestones: Sequence[Sequence[Any]], what: str,
+                value_ok: Callable[[float], bool], allowed: str) -> List[List[float]]:
+    """``[[fraction, value], ...]`` with fractions in [0, 1], increasing, and values ``value_ok`` accepts; returns
+    them as floats (the fields are typed ``List[List[Any]]``: OmegaConf 2.3, which ``pyproject.toml`` allows and
+    hydra-core 1.3 pins, refuses an int such as ``256`` inside a ``List[List[float]]``)."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    out: List[List[float]] = []
     for m in milestones:
-        if len(m) != 2 or not 0.0 <= m[0] <= 1.0 or not value_ok(m[1]) or m[0] < last:
+        if (not isinstance(m, (list, tuple)) or len(m) != 2 or not all(number(v) for v in m)
+                or not 0.0 <= m[0] <= 1.0 or not value_ok(m[1]) or (out and m[0] < out[-1][0])):
             raise ConfigError(f"{section}.{name} must be [[fraction, {what}], ...] with increasing fractions in "
                               f"[0, 1] and {allowed}; got {milestones!r}")
-        last = m[0]
+        out.append([float(m[0]), float(m[1])])
+    return out
 
 
 def _finite_everywhere(obj: Any, prefix: str) -> None:
@@ -250,7 +257,7 @@ class RenderConfig:
     """'auto' (gsplat on CUDA, the PyTorch reference on CPU), 'gsplat' or 'torch'."""
     resolution: int = 64
     """Render side in pixels at the start of the run."""
-    resolution_milestones: List[List[float]] = field(default_factory=list)
+    resolution_milestones: List[List[Any]] = field(default_factory=list)
     """[[fraction, side], ...]: from that fraction of the run on, render at that side (coarse to fine)."""
     background: str = "white"
     """'white', 'black', 'random' (a random colour per view, a common SDS trick) or 'color'."""
@@ -265,8 +272,8 @@ class RenderConfig:
         _choice("render", "backend", self.backend, ["auto", "gsplat", "torch"])
         _positive("render", "resolution", self.resolution)
         _at_most("render", "resolution", self.resolution, MAX_SIDE)
-        _milestones("render", "resolution_milestones", self.resolution_milestones, "side",
-                    lambda v: 0 < v <= MAX_SIDE, f"sides in [1, {MAX_SIDE}]")
+        self.resolution_milestones = _milestones("render", "resolution_milestones", self.resolution_milestones,
+                                                 "side", lambda v: 0 < v <= MAX_SIDE, f"sides in [1, {MAX_SIDE}]")
         _choice("render", "background", self.background, ["white", "black", "random", "color"])
         if len(self.background_color) != 3 or any(not 0.0 <= c <= 1.0 for c in self.background_color):
             raise ConfigError(f"render.background_color={self.background_color!r} must be 3 values in [0, 1]")
@@ -286,7 +293,7 @@ class GuidanceConfig:
     guidance_scale: float = 7.5
     """Classifier-free guidance scale s in uncond + s * (cond - uncond) (the bundled prior's default; Stable
     Diffusion SDS uses about 100, configs/sd21.yaml)."""
-    guidance_scale_milestones: List[List[float]] = field(default_factory=list)
+    guidance_scale_milestones: List[List[Any]] = field(default_factory=list)
     """[[fraction, scale], ...]: from that fraction of the run on, guide with that scale (guidance_scale before the
     first; empty: one scale for the whole run). The bundled default config sets [[0.5, 3.5]]: there,
     guidance.guidance_scale sets the first half only; add guidance.guidance_scale_milestones=[] for one scale."""
@@ -365,8 +372,9 @@ class GuidanceConfig:
         _choice("guidance", "compile", self.compile, ["off", "unet", "vae", "all"])
         _choice("guidance", "vae", self.vae, ["full", "tiny"])
         _positive("guidance", "guidance_scale", self.guidance_scale, allow_zero=True)
-        _milestones("guidance", "guidance_scale_milestones", self.guidance_scale_milestones, "scale",
-                    lambda v: v >= 0.0, "scales >= 0")
+        self.guidance_scale_milestones = _milestones("guidance", "guidance_scale_milestones",
+                                                     self.guidance_scale_milestones, "scale", lambda v: v >= 0.0,
+                                                     "scales >= 0")
         _choice("guidance", "weighting", self.weighting, WEIGHTING_NAMES)
         _choice("guidance", "loss", self.loss, LOSS_NAMES)
         _choice("guidance", "vsd_estimator", self.vsd_estimator, VSD_ESTIMATOR_NAMES)

@@ -1,6 +1,8 @@
 """Config loading: defaults, YAML files, overrides, and clear refusals of bad keys and values."""
 
+import dataclasses
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,9 @@ def test_wrong_type_is_named():
         ("guidance.guidance_scale_milestones=[[0.8,3.0],[0.5,2.0]]", "guidance.guidance_scale_milestones"),
         ("guidance.guidance_scale_milestones=[[1.5,3.0]]", "guidance.guidance_scale_milestones"),
         ("guidance.guidance_scale_milestones=[[0.5]]", "guidance.guidance_scale_milestones"),
+        ("guidance.guidance_scale_milestones=[[0.5,'high']]", "guidance.guidance_scale_milestones"),
+        ("render.resolution_milestones=[[0.5,true]]", "render.resolution_milestones"),
+        ("render.resolution_milestones=[[0.5,0]]", "render.resolution_milestones"),
     ],
 )
 def test_bad_values_are_refused_with_key(override, key):
@@ -94,6 +99,21 @@ def test_bundled_names_resolve():
     assert "default" in names
     for name in names:
         load_config([name], ["guidance.model=some/folder"] if name == "pixel" else [])
+
+
+def test_milestones_take_whole_numbers_and_hold_floats():
+    """`[[0.5, 256]]` (ints, as people and configs/sd21.yaml write them) loads as floats. The milestone fields are
+    typed List[List[Any]] and checked by the validator: OmegaConf 2.3 (allowed by pyproject.toml, pinned by
+    hydra-core 1.3) refuses an int inside a List[List[float]], which broke --config sd21 and mvdream there."""
+    cfg = load_config(["sd21"], ["guidance.guidance_scale_milestones=[[0.5,3]]"])
+    assert cfg.render.resolution_milestones == [[0.3, 256.0], [0.6, 512.0]]
+    assert cfg.guidance.guidance_scale_milestones == [[0.5, 3.0]]
+    for pairs in (cfg.render.resolution_milestones, cfg.guidance.guidance_scale_milestones):
+        assert all(type(v) is float for pair in pairs for v in pair)
+    sections = {f.name: type(getattr(Config(), f.name)) for f in dataclasses.fields(Config)}
+    nested_float_lists = [f"{name}.{key}" for name, cls in sections.items()
+                          for key, hint in typing.get_type_hints(cls).items() if "List[List[float]]" in str(hint)]
+    assert nested_float_lists == []
 
 
 def test_round_trip_through_yaml(tmp_path: Path):
