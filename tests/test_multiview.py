@@ -120,6 +120,154 @@ def test_gated_cross_view_attention_starts_single_view_learns_its_gate_and_expor
         MultiViewSpec(num_views=4, cross_view_mix={next(iter(mix)): 3.0})
 
 
+MIXES = (0.47, -0.7, 0.98, 0.25, 0.0, 1.0)
+
+
+def _rel(a, b) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def _two_pass(unet_or_procs, on: bool = True) -> None:
+    """Every cross-view processor of a UNet (or a list of processors) on the reference path (or off it)."""
+    procs = unet_or_procs.attn_processors.values() if hasattr(unet_or_procs, "attn_processors") else unet_or_procs
+    for p in procs:
+        if isinstance(p, (CrossViewAttnProcessor, GatedCrossViewAttnProcessor)):
+            getattr(p, "fixed", p).two_pass = on
+
+
+@pytest.fixture(params=["sdpa", "explicit", "explicit-rows", "explicit-pairs"])
+def attention_form(request, monkeypatch):
+    """The one-pass form's attention as chosen on this device (fp32 on the CPU: SDPA), or the explicit
+    bmm + softmax form forced (the CPU's bf16 choice): whole, in chunks of a few query rows, or of a few (object,
+    head) pairs."""
+    from splatgen.guidance import multiview
+
+    if request.param != "sdpa":
+        monkeypatch.setattr(multiview, "_explicit_attention", lambda x: True)
+    if request.param == "explicit-rows":  # 4 views x 7 tokens: 1 query row a chunk (per view alone: 5 of 7)
+        monkeypatch.setattr(multiview, "_PROBS_CHUNK", 40)
+    if request.param == "explicit-pairs":  # 4 views x 7 tokens: 2 (object, head) pairs of one view's 7 rows
+        monkeypatch.setattr(multiview, "_PROBS_CHUNK", 400)
+    return request.param
+
+
+def test_one_pass_cross_view_attention_is_the_two_pass_blend(attention_form):
+    """Projections, attention and output projection once (one score matrix in the explicit form) give the wrapped
+    processor's joint and per-view outputs blended, ``alone + mix * (joint - alone)``, for mixes inside, outside
+    and at the ends of [0, 1]; 4 views of an odd 7 tokens, 2 objects."""
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=24, heads=3, dim_head=8, out_bias=True).eval()
+    h = torch.randn(8, 7, 24)
+    ref = CrossViewAttnProcessor(4)
+    ref.two_pass = True
+    with torch.no_grad():
+        ref.mix = 1.0
+        joint = ref(attn, h)
+        ref.mix = 0.0
+        alone = ref(attn, h)
+        assert _rel(joint, alone) > 0.1  # the two attentions differ: a wrong blend cannot pass
+        for mix in MIXES:
+            ref.mix = mix
+            old = ref(attn, h)
+            torch.testing.assert_close(old, alone + mix * (joint - alone), rtol=1e-5, atol=1e-6)
+            new = CrossViewAttnProcessor(4, mix)(attn, h)
+            assert _rel(new, old) < 1e-5, (mix, _rel(new, old))
+            torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-6)
+        with pytest.raises(ValueError, match="not a multiple of 4"):
+            CrossViewAttnProcessor(4, 0.47)(attn, h[:6])
+
+
+def test_cross_view_layers_beyond_the_plain_case_take_the_two_pass_path(attention_form):
+    """A residual connection, a rescaled output or a group norm: the one-pass form would drop them, so such a layer
+    computes the reference path (AttnProcessor2_0's outputs, blended)."""
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(1)
+    h = torch.randn(8, 5, 32)
+    layers = [Attention(query_dim=32, heads=4, dim_head=8, residual_connection=True),
+              Attention(query_dim=32, heads=4, dim_head=8, rescale_output_factor=2.0),
+              Attention(query_dim=32, heads=4, dim_head=8, norm_num_groups=8)]
+    with torch.no_grad():
+        for attn in layers:
+            attn.eval()
+            old, new = CrossViewAttnProcessor(4, 0.47), CrossViewAttnProcessor(4, 0.47)
+            old.two_pass = True
+            torch.testing.assert_close(new(attn, h), old(attn, h), rtol=1e-5, atol=1e-6)
+
+
+def test_one_pass_gated_cross_view_attention_gives_the_gate_its_two_pass_gradient(attention_form):
+    """Training a gate (a 0-d tensor mix): the one-pass form's output and gradients (the gate's, the weights') are
+    the reference path's."""
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(2)
+    attn = Attention(query_dim=24, heads=3, dim_head=8, out_bias=True)
+    h = torch.randn(8, 7, 24, requires_grad=True)
+    target = torch.randn(8, 7, 24)
+    gated = GatedCrossViewAttnProcessor(4)
+    results = []
+    for reference in (True, False):
+        _two_pass([gated], reference)
+        for gate in (0.0, 0.6, -1.1):
+            with torch.no_grad():
+                gated.gate.fill_(gate)
+            params = [gated.gate, h, attn.to_q.weight, attn.to_v.weight, attn.to_out[0].weight]
+            for t in params:
+                t.grad = None
+            out = gated(attn, h)
+            ((out - target) ** 2).mean().backward()
+            assert gated.gate.grad is not None and gated.gate.grad.abs() > 1e-6
+            results.append((out.detach(), [t.grad.clone() for t in params]))
+    for (old, old_grads), (new, new_grads) in zip(results[:3], results[3:]):
+        torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-6)
+        for g_new, g_old in zip(new_grads, old_grads):
+            torch.testing.assert_close(g_new, g_old, rtol=1e-4, atol=1e-6)
+
+
+def test_a_whole_multi_view_unet_is_unchanged_by_the_one_pass_form(attention_form):
+    """A tiny random 4-view UNet (9x9 = 81 tokens a view in its attention layers) with a different mix in each
+    self-attention layer: the one-pass output is the two-pass one's in fp32."""
+    torch.manual_seed(3)
+    unet = _tiny_unet(3, 18, 32).eval()
+    x, t, emb = torch.randn(8, 3, 18, 18), torch.full((8,), 500), torch.randn(8, 6, 32)
+    layers = [k for k in unet.attn_processors if k.endswith("attn1.processor")]
+    mix = {k: MIXES[i % len(MIXES)] for i, k in enumerate(layers)}
+    assert {0.47, -0.7} <= set(mix.values())
+    install_cross_view_attention(unet, 4, mix=mix)
+    with torch.no_grad():
+        _two_pass(unet)
+        old = unet(x, t, encoder_hidden_states=emb).sample
+        _two_pass(unet, False)
+        new = unet(x, t, encoder_hidden_states=emb).sample
+        install_cross_view_attention(unet, 4)
+        joint = unet(x, t, encoder_hidden_states=emb).sample
+    assert _rel(joint, old) > 1e-3  # the mixes matter
+    assert _rel(new, old) < 1e-5, _rel(new, old)
+
+
+def test_the_cpus_bf16_one_pass_form_is_as_close_to_fp32_as_the_two_pass_one():
+    """The served form on the CPU (bf16: explicit bmm + softmax, one score matrix) against the fp32 two-pass
+    output: no further from it than the bf16 two-pass form, give or take bf16's rounding."""
+    from splatgen.guidance import multiview
+
+    torch.manual_seed(4)
+    unet = _tiny_unet(3, 18, 32).eval()
+    x, t, emb = torch.randn(8, 3, 18, 18), torch.full((8,), 500), torch.randn(8, 6, 32)
+    layers = [k for k in unet.attn_processors if k.endswith("attn1.processor")]
+    install_cross_view_attention(unet, 4, mix={k: MIXES[i % len(MIXES)] for i, k in enumerate(layers)})
+    with torch.no_grad():
+        _two_pass(unet)
+        ref = unet(x, t, encoder_hidden_states=emb).sample
+        unet.to(torch.bfloat16)
+        assert multiview._explicit_attention(x.bfloat16())
+        old = unet(x.bfloat16(), t, encoder_hidden_states=emb.bfloat16()).sample.float()
+        _two_pass(unet, False)
+        new = unet(x.bfloat16(), t, encoder_hidden_states=emb.bfloat16()).sample.float()
+    assert _rel(new, ref) < 1.5 * _rel(old, ref) + 2e-3, (_rel(new, ref), _rel(old, ref))
+
+
 def test_camera_input_starts_as_the_text_to_image_model():
     torch.manual_seed(1)
     unet = _tiny_unet(3, 16, 32).eval()

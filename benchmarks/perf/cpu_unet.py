@@ -7,10 +7,16 @@ Variants: ``fp32`` (eager, the earlier default), ``fp32-cl`` (channels-last), ``
 ``guidance.dtype=fast`` gives on a CPU with native bf16), and with ``--compile`` ``bf16-cl-compiled``
 (``torch.compile``, default mode; its first call, the compilation, is reported apart) and ``bf16-cl-jit``
 (``torch.jit.trace`` + ``freeze``); with ``--multiview FOLDER`` ``mv-bf16-cl``, a multi-view prior's UNet (its
-camera input and cross-view self-attention as the guidance installs them, 2 objects x 4 views), whose relative
-error is against its own fp32 call and whose GFLOP/s count its own FLOPs. The timed calls of all variants are
-interleaved, so a machine whose speed drifts (shared CPUs) moves all of them alike. FLOPs from ``torch.utils.flop_counter``; the relative error of each
-variant's output against fp32.
+camera input and cross-view self-attention as the guidance installs them, 2 objects x 4 views), and beside it
+``mv-bf16-cl-twopass``, the same UNet on the cross-view layers' reference path (``CrossViewAttnProcessor.two_pass``:
+each blended layer's joint and per-view attention through diffusers' processor, projections and all, blended
+after); their relative errors are against the fp32 two-pass call, their GFLOP/s count their own FLOPs, and
+``multiview_one_pass_vs_two_pass_rel_err`` compares the two paths in fp32 and in bf16. The timed calls of all
+variants are interleaved, so a machine whose speed drifts (shared CPUs) moves all of them alike. FLOPs from
+``torch.utils.flop_counter``, which has no formula for the CPU's SDPA kernel
+(``_scaled_dot_product_flash_attention_for_cpu``): attention through it counts nothing, so the GFLOP/s of
+``mv-bf16-cl`` (explicit bmm products, counted) and of the other rows are not comparable - compare their times. The
+relative error of each variant's output against fp32.
 """
 
 from __future__ import annotations
@@ -57,14 +63,17 @@ def main() -> None:
     x = torch.randn(8, base.config.in_channels, 64, 64, generator=gen)
     t = torch.randint(0, 1000, (8,), generator=gen)
     emb = torch.randn(8, 32, base.config.cross_attention_dim, generator=gen)
+    # the bundled prior takes a camera (class_embed_type 'projection'); its own generator keeps gen's draws as before
+    cam = (torch.randn(8, base.config.projection_class_embeddings_input_dim, generator=torch.Generator().manual_seed(1))
+           if base.config.class_embed_type == "projection" else None)
     cl = torch.channels_last
 
     def variant(dtype: torch.dtype, channels_last: bool):
         m = copy.deepcopy(base).to(dtype)
-        xx, ee = x.to(dtype), emb.to(dtype)
+        xx, ee, cc = x.to(dtype), emb.to(dtype), None if cam is None else cam.to(dtype)
         if channels_last:
             m, xx = m.to(memory_format=cl), xx.contiguous(memory_format=cl)
-        return m, (lambda mod: mod(xx, t, encoder_hidden_states=ee).sample), (xx, ee)
+        return m, (lambda mod: mod(xx, t, encoder_hidden_states=ee, class_labels=cc).sample), (xx, ee, cc)
 
     calls = {}
     for name, dtype, layout in (("fp32", torch.float32, False), ("fp32-cl", torch.float32, True),
@@ -73,26 +82,32 @@ def main() -> None:
         calls[name] = (lambda m=m, f=f: f(m))
     mv_ref = None
     if args.multiview is not None:
-        from splatgen.guidance.multiview import MultiViewSpec, install_cross_view_attention
+        from splatgen.guidance.multiview import CrossViewAttnProcessor, MultiViewSpec, install_cross_view_attention
 
         spec = MultiViewSpec.read(args.multiview)
         cams = torch.randn(8, spec.camera_dim, generator=gen)
 
-        def mv_unet(dtype: torch.dtype):
+        def mv_unet(dtype: torch.dtype, two_pass: bool = False):
             m = UNet2DConditionModel.from_pretrained(args.multiview / "unet", torch_dtype=torch.float32)
             m = m.eval().requires_grad_(False).to(dtype)
             install_cross_view_attention(m, spec.num_views, spec.cross_view_mix)
+            for proc in m.attn_processors.values():
+                if isinstance(proc, CrossViewAttnProcessor):
+                    proc.two_pass = two_pass
             return m
 
         mv32, mv16 = mv_unet(torch.float32), mv_unet(torch.bfloat16).to(memory_format=cl)
+        mv32_2p, mv16_2p = mv_unet(torch.float32, True), mv_unet(torch.bfloat16, True).to(memory_format=cl)
         x16, e16 = x.to(torch.bfloat16).contiguous(memory_format=cl), emb.to(torch.bfloat16)
         c16 = cams.to(torch.bfloat16)
         calls["mv-bf16-cl"] = lambda: mv16(x16, t, encoder_hidden_states=e16, class_labels=c16).sample
-        mv_ref = lambda: mv32(x, t, encoder_hidden_states=emb, class_labels=cams).sample  # noqa: E731
+        calls["mv-bf16-cl-twopass"] = lambda: mv16_2p(x16, t, encoder_hidden_states=e16, class_labels=c16).sample
+        mv_ref = lambda: mv32_2p(x, t, encoder_hidden_states=emb, class_labels=cams).sample  # noqa: E731
+        mv_one_pass32 = lambda: mv32(x, t, encoder_hidden_states=emb, class_labels=cams).sample  # noqa: E731
     setup_s = {}
     with torch.no_grad():
         if args.compile:
-            m, f, (xx, ee) = variant(torch.bfloat16, True)
+            m, f, (xx, ee, cc) = variant(torch.bfloat16, True)
             compiled = torch.compile(m, dynamic=False)
             t0 = time.perf_counter()
             f(compiled)
@@ -105,7 +120,7 @@ def main() -> None:
                     self.unet = unet
 
                 def forward(self, a, b, c):
-                    return self.unet(a, b, encoder_hidden_states=c, return_dict=False)[0]
+                    return self.unet(a, b, encoder_hidden_states=c, class_labels=cc, return_dict=False)[0]
 
             t0 = time.perf_counter()
             frozen = torch.jit.freeze(torch.jit.trace(Wrap(m).eval(), (xx, t, ee), check_trace=False).eval())
@@ -113,17 +128,23 @@ def main() -> None:
             setup_s["bf16-cl-jit"] = round(time.perf_counter() - t0, 1)
             calls["bf16-cl-jit"] = lambda: frozen(xx, t, ee)
 
+        def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+            return float((a.float() - b.float()).norm() / b.float().norm())
+
         ref = calls["fp32"]().float()
-        rel_err = {k: float((c().float() - ref).norm() / ref.norm()) for k, c in calls.items()}
+        rel_err = {k: rel(c(), ref) for k, c in calls.items()}
         with FlopCounterMode(display=False) as fc:
             calls["fp32"]()
-        flops_of = {}
+        flops_of, mv_paths = {}, None
         if mv_ref is not None:
             mref = mv_ref().float()
-            rel_err["mv-bf16-cl"] = float((calls["mv-bf16-cl"]().float() - mref).norm() / mref.norm())
-            with FlopCounterMode(display=False) as fc_mv:
-                mv_ref()
-            flops_of["mv-bf16-cl"] = fc_mv.get_total_flops()
+            for k in ("mv-bf16-cl", "mv-bf16-cl-twopass"):
+                rel_err[k] = rel(calls[k](), mref)
+                with FlopCounterMode(display=False) as fc_mv:
+                    calls[k]()
+                flops_of[k] = fc_mv.get_total_flops()
+            mv_paths = {"fp32": rel(mv_one_pass32(), mref),
+                        "bf16-cl": rel(calls["mv-bf16-cl"](), calls["mv-bf16-cl-twopass"]())}
         times = {k: [] for k in calls}
         for _ in range(args.repeats):
             for k, c in calls.items():
@@ -143,6 +164,9 @@ def main() -> None:
                           "gflop_per_call": round(flops / 1e9, 2), "repeats": args.repeats,
                           "multiview": str(args.multiview) if args.multiview else None,
                           "multiview_gflop_per_call": round(flops_of["mv-bf16-cl"] / 1e9, 2) if flops_of else None,
+                          "multiview_twopass_gflop_per_call": (round(flops_of["mv-bf16-cl-twopass"] / 1e9, 2)
+                                                               if flops_of else None),
+                          "multiview_one_pass_vs_two_pass_rel_err": mv_paths,
                           "inductor_cache_was_empty": cache_was_empty, "rows": rows})
 
 

@@ -156,6 +156,122 @@ def camera_vectors(elevation: Tensor, azimuth: Tensor, radius: Tensor, normalise
     return m.reshape(-1, 16).float()
 
 
+#: the most attention scores (queries x keys, summed over the (object, head) pairs) one chunk of the explicit form
+#: (:func:`_probs_attention`) holds: 2**20 are 2 MiB in bf16, as much again for the probabilities. Measured on the
+#: bundled prior's 11 self-attention layers alone (64 px, 2 objects x 4 views, bf16, 2 threads): 2**20 about 58-70
+#: ms, 2**19 60-75, 2**18 (more, smaller calls) and 2**21 or more (larger tensors: new memory paged in each call)
+#: 76-91, the two-pass reference 81-89. The chunks bound the memory at any size, so no layer is too large for this
+#: form: an MVDream-sized one at 256 px (32x32 latents: 4 views x 1024 tokens, 5 heads of 64, 2 objects; 168M
+#: scores, 670 MiB in bf16 were they one tensor) holds 4M scores at a time (a query row has 4096 keys: 256 rows a
+#: chunk) and took 266 ms against the SDPA pair's 385 (mix 0.47; joint only, 244 against 302).
+_PROBS_CHUNK = 1 << 20
+
+
+def _explicit_attention(x: Tensor) -> bool:
+    """Whether self-attention on ``x``'s device and dtype runs as explicit ``bmm`` + ``softmax`` + ``bmm``
+    (:func:`_probs_attention`) rather than ``scaled_dot_product_attention`` (:func:`_sdpa_attention`). Measured
+    on 2 threads of an AMD EPYC with avx512_bf16, q, k, v of [8, 1024, 32] ((object, head) pairs, tokens, width):
+    in bf16 the explicit form about 7 ms, SDPA's CPU flash kernel 8.5; in fp32 the explicit form 12-33 ms (a 32 MiB
+    score tensor, paged in anew each call), SDPA 7.8. On CUDA SDPA (FlashAttention, cuDNN) keeps no score tensor
+    at all. So: bf16 on the CPU only."""
+    return x.device.type == "cpu" and x.dtype == torch.bfloat16
+
+
+def _heads(x: Tensor, rows: int, heads: int) -> Tensor:
+    """[N, L, heads * d] (the rows' tokens after a projection) as [rows, heads, N * L / rows, d] (a view of a
+    contiguous ``x``)."""
+    return x.reshape(rows, -1, heads, x.shape[-1] // heads).transpose(1, 2)
+
+
+def _merge_heads(x: Tensor, shape: Tuple[int, int]) -> Tensor:
+    """[rows, heads, tokens, d] back to [N, L, heads * d] (``shape`` = (N, L))."""
+    return x.transpose(1, 2).reshape(*shape, -1)
+
+
+def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, views: int, heads: int, mix) -> Tensor:
+    """``alone + mix * (joint - alone)`` for projected tokens ``q, k, v`` [N, L, heads * d] (N = G * views rows,
+    view-major within each group): ``joint`` attends over the V * L tokens of a group, ``alone`` over a row's L,
+    each one scaled_dot_product_attention call on views of the same projections (``mix`` 1: the joint alone, 0:
+    the per-view alone)."""
+    N, L, _ = q.shape
+    fixed = not isinstance(mix, Tensor)
+    F = torch.nn.functional
+
+    def attend(rows: int) -> Tensor:
+        return _merge_heads(F.scaled_dot_product_attention(*(_heads(t, rows, heads) for t in (q, k, v))), (N, L))
+
+    if fixed and mix == 1.0:
+        return attend(N // views)
+    alone = attend(N)
+    if fixed and mix == 0.0:
+        return alone
+    return torch.lerp(alone, attend(N // views), mix if fixed else mix.to(alone.dtype))
+
+
+def _probs_attention(q: Tensor, k: Tensor, v: Tensor, views: int, heads: int, mix, chunk: int = 0) -> Tensor:
+    """The same as :func:`_sdpa_attention` from one score matrix: over a group's V * L tokens,
+    ``S = Q K^T / sqrt(d)``, the joint probabilities ``P = softmax(S)`` row by row, each view's own
+    ``P_v = softmax(S_vv)`` over the diagonal V-block of S (its queries against its own keys), and::
+
+        out = (mix * P + (1 - mix) * blockdiag(P_1 .. P_V)) @ Vals = mix * (P @ Vals) + (1 - mix) * (P_v @ Vals_v)
+
+    (the right-hand form is what runs: one ``baddbmm`` adds the joint product to the per-view one). ``mix`` 1
+    skips the per-view softmax, 0 computes the diagonal blocks alone; a 0-d tensor ``mix`` keeps both products
+    apart (``torch.lerp``) so the gradient reaches it.
+
+    The rows of S go in chunks of one view's queries (their diagonal block is then a slice of the chunk's columns):
+    as many (group, head) pairs, or as many of the view's query rows, as keep a chunk's scores within ``chunk``
+    (:data:`_PROBS_CHUNK` when 0). One large score tensor is new memory each call, paged in again (a [8, 1024,
+    1024] bf16 softmax took 5.9 ms inside the UNet that way, 2.7 ms on its own) and out of the cache between the
+    product, the softmax and the next product; small chunks cost only a few more calls."""
+    N, L, _ = q.shape
+    fixed = not isinstance(mix, Tensor)
+    G, V, H = N // views, views, heads
+    d = q.shape[-1] // H
+    B = G * H
+    # [G * H, V, L, d]: (group, head) pairs, then a group's tokens view-major as in the rows
+    qh, kh, vh = (_heads(t, G, H).reshape(B, V, L, d) for t in (q, k, v))
+    k_all, v_all = kh.view(B, V * L, d), vh.view(B, V * L, d)
+    scale = d ** -0.5
+    zero = q.new_zeros(())  # baddbmm's ignored input (beta = 0): the scale is applied in the product's accumulator
+    pure_view, pure_joint = fixed and mix == 0.0, fixed and mix == 1.0
+    rows_per_chunk = max(1, (chunk or _PROBS_CHUNK) // (L if pure_view else V * L))
+    step_b, step_r = (rows_per_chunk // L, L) if rows_per_chunk >= L else (1, rows_per_chunk)
+    out = q.new_empty(B, V, L, d)
+    for view in range(V):
+        cols = slice(view * L, (view + 1) * L)
+        for b in range(0, B, step_b):
+            bs = slice(b, b + step_b)
+            keys, vals = (kh[bs, view], vh[bs, view]) if pure_view else (k_all[bs], v_all[bs])
+            for r in range(0, L, step_r):
+                rs = slice(r, r + step_r)
+                s = torch.baddbmm(zero, qh[bs, view, rs], keys.transpose(1, 2), beta=0.0, alpha=scale)
+                p = torch.softmax(s, -1)
+                if pure_view or pure_joint:
+                    out[bs, view, rs] = torch.bmm(p, vals)
+                    continue
+                alone = torch.bmm(torch.softmax(s[:, :, cols], -1), vh[bs, view])
+                if fixed:
+                    out[bs, view, rs] = torch.baddbmm(alone, p, vals, beta=1.0 - mix, alpha=mix)
+                else:
+                    out[bs, view, rs] = torch.lerp(alone, torch.bmm(p, vals), mix.to(alone.dtype))
+    return _merge_heads(out.view(G, H, V * L, d), (N, L))
+
+
+def _one_pass_exact(attn, attention_mask, kwargs) -> bool:
+    """Whether ``attn``'s self-attention is the plain case the one-pass form computes as diffusers'
+    ``AttnProcessor2_0`` would: no attention mask or extra arguments, none of the norms around the attention
+    (``spatial_norm``, ``group_norm``, ``norm_cross`` - which acts on encoder states only, but a layer configured
+    with it keeps the reference path -, ``norm_q``, ``norm_k``), no residual connection or output rescaling, and no
+    active dropout (two passes would draw two masks, one pass one)."""
+    dropping = attn.training and any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in attn.to_out)
+    return (attention_mask is None and not kwargs and getattr(attn, "spatial_norm", None) is None
+            and getattr(attn, "group_norm", None) is None and not getattr(attn, "norm_cross", None)
+            and getattr(attn, "norm_q", None) is None and getattr(attn, "norm_k", None) is None
+            and not getattr(attn, "residual_connection", False) and getattr(attn, "rescale_output_factor", 1.0) == 1.0
+            and not dropping)
+
+
 class CrossViewAttnProcessor:
     """Self-attention over the tokens of all views of an object (MVDream's multi-view attention).
 
@@ -164,8 +280,16 @@ class CrossViewAttnProcessor:
     processor unchanged. With ``num_views = 1`` it is the wrapped processor exactly.
 
     ``mix`` < 1 (a gated prior, :class:`GatedCrossViewAttnProcessor`) blends the layer's per-view and joint
-    attention: ``per_view + mix * (joint - per_view)``; ``mix = 0`` is the single-view layer.
+    attention: ``per_view + mix * (joint - per_view)``; ``mix = 0`` is the single-view layer. Both attentions share
+    the layer's projections and its output projection (affine, so blending before it equals blending after):
+    the tokens are projected once, attend both ways (:func:`_probs_attention` from one score matrix on the CPU in
+    bf16, :func:`_sdpa_attention` elsewhere), and the blend goes through ``to_out`` once. ``two_pass`` (or a layer
+    that is not the plain case, :func:`_one_pass_exact`) takes the reference path instead: the wrapped processor
+    once for the joint and once for the per-view attention, blended after.
     """
+
+    #: the reference path: each attention through the wrapped processor (its own projections), blended after
+    two_pass = False
 
     def __init__(self, num_views: int, mix: float = 1.0):
         from diffusers.models.attention_processor import AttnProcessor2_0
@@ -174,26 +298,49 @@ class CrossViewAttnProcessor:
         self.mix = float(mix)
         self.inner = AttnProcessor2_0()
 
+    def _groups(self, rows: int) -> int:
+        V = self.num_views
+        if rows % V:
+            raise ValueError(f"a multi-view prior of {V} views got a batch of {rows} rows (not a multiple of {V})")
+        return rows // V
+
     def _joint(self, attn, hidden_states: Tensor, attention_mask, temb, **kwargs) -> Tensor:
         N, L, C = hidden_states.shape
-        V = self.num_views
-        if N % V:
-            raise ValueError(f"a multi-view prior of {V} views got a batch of {N} rows (not a multiple of {V})")
-        joint = hidden_states.reshape(N // V, V * L, C)
+        joint = hidden_states.reshape(self._groups(N), self.num_views * L, C)
         return self.inner(attn, joint, None, attention_mask, temb, **kwargs).reshape(N, L, C)
+
+    def _two_pass(self, mix, attn, hidden_states: Tensor, attention_mask, temb, **kwargs) -> Tensor:
+        """The reference form: ``alone + mix * (joint - alone)`` of the wrapped processor's two outputs."""
+        fixed = not isinstance(mix, Tensor)
+        if fixed and mix == 0.0:
+            return self.inner(attn, hidden_states, None, attention_mask, temb, **kwargs)
+        joint = self._joint(attn, hidden_states, attention_mask, temb, **kwargs)
+        if fixed and mix == 1.0:
+            return joint
+        alone = self.inner(attn, hidden_states, None, attention_mask, temb, **kwargs)
+        return alone + (mix if fixed else mix.to(alone.dtype)) * (joint - alone)
+
+    def _one_pass(self, mix, attn, hidden_states: Tensor) -> Tensor:
+        """``to_out(alone + mix * (joint - alone))`` with q, k, v projected once (the plain case only)."""
+        self._groups(hidden_states.shape[0])
+        q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        attend = _probs_attention if _explicit_attention(q) else _sdpa_attention
+        out = attend(q, k, v, self.num_views, attn.heads, mix)
+        return attn.to_out[1](attn.to_out[0](out.to(q.dtype)))
 
     def blend(self, mix, attn, hidden_states: Tensor, encoder_hidden_states: Optional[Tensor] = None,
               attention_mask: Optional[Tensor] = None, temb: Optional[Tensor] = None, **kwargs) -> Tensor:
         """The layer with joint-attention weight ``mix``: a float (a served prior: 0 and 1 compute one attention),
         or a 0-d tensor (a gate being trained: both attentions, so the gradient reaches it)."""
         fixed = not isinstance(mix, Tensor)
-        if encoder_hidden_states is not None or self.num_views == 1 or hidden_states.dim() != 3 or (fixed and mix == 0.0):
+        if encoder_hidden_states is not None or self.num_views == 1 or hidden_states.dim() != 3:
             return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
-        joint = self._joint(attn, hidden_states, attention_mask, temb, **kwargs)
-        if fixed and mix == 1.0:
-            return joint
-        alone = self.inner(attn, hidden_states, None, attention_mask, temb, **kwargs)
-        return alone + (mix if fixed else mix.to(alone.dtype)) * (joint - alone)
+        # One attention (mix 0 or 1) through SDPA is the wrapped processor's own call: the one-pass form would
+        # share nothing. It serves the blends, and on the CPU in bf16 a single attention too (its explicit form).
+        single_sdpa = fixed and mix in (0.0, 1.0) and not _explicit_attention(hidden_states)
+        if self.two_pass or single_sdpa or not _one_pass_exact(attn, attention_mask, kwargs):
+            return self._two_pass(mix, attn, hidden_states, attention_mask, temb, **kwargs)
+        return self._one_pass(mix, attn, hidden_states)
 
     def __call__(self, attn, hidden_states: Tensor, *args, **kwargs) -> Tensor:
         return self.blend(self.mix, attn, hidden_states, *args, **kwargs)
