@@ -1,13 +1,52 @@
-# One device call for the performance issue: cold start, batch throughput and the SDS-step levers, each
-# under its own time limit so a slow one cannot take the others down; results land in $OUT as they come.
-#   bash benchmarks/device/perf_call.sh        (on the GPU machine, with .whl carried)
+#!/usr/bin/env bash
+# One device call for the performance issues: the phases named on the command line, in that order, each under its
+# own time limit so a slow one cannot take the others down; results land in $OUT as they come.
+#
+#   bash benchmarks/device/perf_call.sh mvstep cold speed          (on the GPU machine)
+#
+# Phases (limits in seconds from the environment; a phase starts only when its limit still fits in CALL_S, the
+# whole call's budget, default 580):
+#   cold      benchmarks/perf/cold_start.py, today's default (one CLI run)           -> cold_start.json      COLD_S=90
+#   lean      the same with run.cudnn_benchmark=false densify.backend=torch           -> cold_start_lean.json LEAN_S=80
+#   mvstep    benchmarks/perf/mvdream_step.py (MVDream-shaped 4-view step, 256 px)    -> mvdream_step.json    MVSTEP_S=90
+#   speed     benchmarks/suite/speed.py, the suite's speed track with today's defaults -> speed.json          SPEED_S=300
+#   levers    benchmarks/perf/step_levers.py (fp16 bf16 tiny compile-unet)            -> step_levers.json     LEVERS_S=190
+#   gn        benchmarks/perf/group_norm.py --profile (fused GroupNorm+SiLU)           -> group_norm.json      GN_S=120
+# Carry .whlxz and .gsplat_xz (a gsplat build of an earlier call), or .whlxz_full on a session's first call: the
+# build then comes back as $OUT/gsplat_cuda.so.xz for the next call's .gsplat_xz/.
 set -o pipefail
+: "${OUT:?OUT must name the output folder}"
 mkdir -p "$OUT"
-source benchmarks/device/setup.sh > "$OUT/setup.log" 2>&1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-run() { local limit=$1; shift; echo "== $* (limit ${limit}s)" | tee -a "$OUT/log.txt"; timeout "$limit" "$@" 2>&1 | tail -40 | tee -a "$OUT/log.txt"; }
-run 90 python3 benchmarks/perf/cold_start.py --out "$OUT/cold_start.json" --cli-runs 1 --no-importtime
-run 80 python3 benchmarks/perf/cold_start.py --out "$OUT/cold_start_lean.json" --cli-runs 1 --no-importtime run.cudnn_benchmark=false densify.backend=torch
-run 70 python3 benchmarks/perf/batch_throughput.py --out "$OUT/batch_throughput.json" --prompts 6 --cli-runs 1
-run 190 python3 benchmarks/perf/step_levers.py --out "$OUT/step_levers.json" --variants fp16 bf16 tiny compile-unet --warmup 10 --steps 20
-echo done | tee -a "$OUT/log.txt"
+LOG="$OUT/log.txt"
+T0=$(date +%s)
+CALL_S=${CALL_S:-580}
+if [ ! -f .whlxz/site.tar.xz ] && [ -f .whlxz_full/site.tar.xz ]; then mkdir -p .whlxz && cp .whlxz_full/site.tar.xz .whlxz/; fi
+source benchmarks/device/setup.sh >> "$LOG" 2>&1
+if [ -f "$OUT/gsplat_cuda.so" ]; then xz -T0 -6 "$OUT/gsplat_cuda.so"; fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt" >> "$LOG"
+echo "[perf_call] setup done at $(( $(date +%s) - T0 )) s" | tee -a "$LOG"
+step() {
+  local limit=$1; shift
+  local left=$(( CALL_S - ($(date +%s) - T0) ))
+  if [ "$left" -lt "$limit" ]; then
+    if [ "$left" -lt 30 ]; then echo "== skipped (${left}s left): $*" | tee -a "$LOG"; return; fi
+    limit=$left
+  fi
+  echo "== $* (limit ${limit}s, at $(( $(date +%s) - T0 )) s)" | tee -a "$LOG"
+  timeout -s TERM "$limit" "$@" >> "$LOG" 2>&1
+  echo "   exit $? at $(( $(date +%s) - T0 )) s" | tee -a "$LOG"
+}
+for phase in "$@"; do
+  case $phase in
+    cold)   step "${COLD_S:-90}" python3 benchmarks/perf/cold_start.py --out "$OUT/cold_start.json" --cli-runs 1 --no-importtime ;;
+    lean)   step "${LEAN_S:-80}" python3 benchmarks/perf/cold_start.py --out "$OUT/cold_start_lean.json" --cli-runs 1 \
+                --no-importtime run.cudnn_benchmark=false densify.backend=torch ;;
+    mvstep) step "${MVSTEP_S:-90}" python3 benchmarks/perf/mvdream_step.py --out "$OUT/mvdream_step.json" ;;
+    speed)  step "${SPEED_S:-300}" python3 benchmarks/suite/speed.py --out "$OUT/speed.json" ;;
+    levers) step "${LEVERS_S:-190}" python3 benchmarks/perf/step_levers.py --out "$OUT/step_levers.json" \
+                --variants fp16 bf16 tiny compile-unet --warmup 10 --steps 20 ;;
+    gn)     step "${GN_S:-120}" python3 benchmarks/perf/group_norm.py --out "$OUT/group_norm.json" --profile ;;
+    *) echo "perf_call.sh: unknown phase '$phase' (allowed: cold lean mvstep speed levers gn)" | tee -a "$LOG" ;;
+  esac
+done
+echo "[perf_call] done at $(( $(date +%s) - T0 )) s" | tee -a "$LOG"
