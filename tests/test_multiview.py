@@ -411,14 +411,17 @@ def test_the_shipped_prior_is_a_gated_4_view_prior_and_import_takes_only_a_singl
     card = json.loads((folder / "prior_card.json").read_text())
     assert card["multiview"]["spec"]["cross_view_mix"] == spec.cross_view_mix
     assert "gate" in card["multiview"]["recipe"] and "with each view's view word" in card["multiview"]["recipe"]
-    assert "this prior, 250 steps" in card["multiview"]["text_to_3d"]["rows"]
+    rows = card["multiview"]["text_to_3d"]["rows"]
+    assert "this prior, 250 steps" in rows
     from splatgen.api import resolve_config
 
-    # the card names the default the package runs: its steps and its guidance scale
+    # the card names the default the package runs: its steps and its guidance scale, in one row marked the default
     cfg = resolve_config()
-    assert cfg.run.steps == 250
+    defaults = [name for name in rows if name.endswith("(the default)")]
+    assert defaults == [f"this prior, {cfg.run.steps} steps, 5 -> 3.5 (the default)"]
     line = card["multiview"]["text_to_3d"]["guidance_scale"]
-    assert f"250 steps at guidance scale {cfg.guidance.guidance_scale:g} " in line
+    assert f"the default is {cfg.run.steps} steps at guidance scale {cfg.guidance.guidance_scale:g} " in line
+    assert card["multiview"]["text_to_3d"]["steps"].startswith(f"{cfg.run.steps} steps since")
     milestones = ", ".join(f"[{f:g}, {s:g}]" for f, s in cfg.guidance.guidance_scale_milestones)
     assert f"guidance.guidance_scale_milestones [{milestones}]" in line
     with pytest.raises(SplatgenError, match=f"is a multi-view prior.*single_view_base.sh.*{SINGLE_VIEW_BASE_COMMIT}"):

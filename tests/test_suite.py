@@ -105,13 +105,13 @@ def test_quality_track_skips_runs_finished_in_earlier_files(results, tmp_path, c
 
 
 def test_quality_track_runs_each_prior_at_the_steps_its_config_gives_a_user():
-    """Without --gaussian-steps a Gaussian method runs its prior config's run.steps (the bundled default's 250, the
+    """Without --gaussian-steps a Gaussian method runs its prior config's run.steps (the bundled default's 200, the
     world config's 300); --gaussian-steps and a method's own run.steps override it, --small cuts it to 8."""
     import argparse
 
     args = argparse.Namespace(gaussian_steps=None, nerf_steps=3000, small=False)
     default_steps = quality.prior_default_steps("bundled")
-    assert default_steps == 250 and quality.method_steps("gaussians-tpsds", args, "bundled") == default_steps
+    assert default_steps == 200 and quality.method_steps("gaussians-tpsds", args, "bundled") == default_steps
     assert quality.method_steps("gaussians-tpsds", args, "world") == quality.prior_default_steps("world") == 300
     assert quality.method_steps("nerf-sds", args, "bundled") == 3000
     quality.METHODS["eq-test"] = ([], ["run.steps=95"])
