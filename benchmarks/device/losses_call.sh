@@ -24,7 +24,6 @@ mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 T0=$(date +%s)
 source benchmarks/device/setup.sh >> "$LOG" 2>&1
-if [ -f "$OUT/gsplat_cuda.so" ]; then xz -6 -c "$OUT/gsplat_cuda.so" > "$OUT/gsplat_cuda.so.xz" && rm "$OUT/gsplat_cuda.so"; fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >> "$LOG" 2>&1
 echo "[losses_call] setup done at $(( $(date +%s) - T0 )) s" | tee -a "$LOG"
 step() { local limit=$1; shift; echo "== $* (limit ${limit}s, at $(( $(date +%s) - T0 )) s)" | tee -a "$LOG"; timeout -s TERM "$limit" "$@" >> "$LOG" 2>&1; echo "   exit $? at $(( $(date +%s) - T0 )) s" | tee -a "$LOG"; }

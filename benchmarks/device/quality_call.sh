@@ -21,9 +21,7 @@ mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 T0=$(date +%s)
 LIMIT_S=${LIMIT_S:-570}
-if [ ! -f .whlxz/site.tar.xz ] && [ -f .whlxz_full/site.tar.xz ]; then mkdir -p .whlxz && cp .whlxz_full/site.tar.xz .whlxz/; fi
 source benchmarks/device/setup.sh >> "$LOG" 2>&1
-if [ -f "$OUT/gsplat_cuda.so" ]; then xz -T0 -6 "$OUT/gsplat_cuda.so"; fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$LOG"
 echo "[quality_call] setup done at $(( $(date +%s) - T0 )) s" | tee -a "$LOG"
 mkdir -p /tmp/previews

@@ -4,18 +4,20 @@
 # and either loads a gsplat CUDA extension carried
 # from an earlier call (.gsplat_build/gsplat_cuda.so, or xz-compressed as .gsplat_xz/gsplat_cuda.so.xz: 2 MB
 # instead of 16 MB, which keeps the carried tree under the 64 MiB limit) or builds it once (about 70 s on the
-# H100) and copies it to $OUT so the next call can carry it.
+# H100) and puts it, xz-compressed, in $OUT so the next call can carry it (.gsplat_xz/).
 set -e
 if ls .whl/*.whl > /dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-elif [ -f .whlxz/site.tar.xz ]; then
+elif [ -f .whlxz/site.tar.xz ] || [ -f .whlxz_full/site.tar.xz ]; then
   # The same wheels unpacked into one folder and xz-compressed (9 MB instead of 18 MB of wheels: the carried tree
   # must stay under 64 MiB beside the 45 MB bundled prior). Make it here with:
   #   mkdir flat && for w in .whl/*.whl; do (cd flat && unzip -qo ../$w); done && rm -r flat/gsplat/cuda/csrc \
   #     && tar -cf - -C flat . | xz -9e > .whlxz/site.tar.xz
   # Leaving out gsplat's CUDA sources (25 MB unpacked; 5.5 MB instead of 9 MB compressed) keeps the tree under the
   # limit beside the results; it then needs the carried build (.gsplat_xz) as gsplat cannot build itself there.
-  mkdir -p /tmp/site && tar -xJf .whlxz/site.tar.xz -C /tmp/site
+  # .whlxz_full/site.tar.xz: the same with gsplat's CUDA sources, for a session's first call (no build carried yet).
+  tarball=.whlxz/site.tar.xz; [ -f "$tarball" ] || tarball=.whlxz_full/site.tar.xz
+  mkdir -p /tmp/site && tar -xJf "$tarball" -C /tmp/site
 else
   echo "setup.sh: no wheels carried (.whl/*.whl or .whlxz/site.tar.xz)" >&2
 fi
@@ -34,6 +36,7 @@ else
   t0=$(date +%s)
   python3 -c "import gsplat.cuda._backend as b; assert b._C is not None, 'gsplat CUDA build failed'"
   echo "gsplat JIT build: $(( $(date +%s) - t0 )) s"
-  if [ -n "${OUT:-}" ]; then cp /tmp/torch_ext/gsplat_cuda/gsplat_cuda.so "$OUT/gsplat_cuda.so"; fi
+  # back to this machine xz-compressed, for the next call's .gsplat_xz/
+  if [ -n "${OUT:-}" ]; then xz -T0 -6 -c /tmp/torch_ext/gsplat_cuda/gsplat_cuda.so > "$OUT/gsplat_cuda.so.xz"; fi
 fi
 set +e
