@@ -191,21 +191,16 @@ def _merge_heads(x: Tensor, shape: Tuple[int, int]) -> Tensor:
 def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, views: int, heads: int, mix) -> Tensor:
     """``alone + mix * (joint - alone)`` for projected tokens ``q, k, v`` [N, L, heads * d] (N = G * views rows,
     view-major within each group): ``joint`` attends over the V * L tokens of a group, ``alone`` over a row's L,
-    each one scaled_dot_product_attention call on views of the same projections (``mix`` 1: the joint alone, 0:
-    the per-view alone)."""
+    each one scaled_dot_product_attention call on views of the same projections. Blends only: a fixed ``mix`` of 0
+    or 1 (one attention) takes the wrapped processor instead (:meth:`CrossViewAttnProcessor.blend`)."""
     N, L, _ = q.shape
-    fixed = not isinstance(mix, Tensor)
-    F = torch.nn.functional
 
     def attend(rows: int) -> Tensor:
-        return _merge_heads(F.scaled_dot_product_attention(*(_heads(t, rows, heads) for t in (q, k, v))), (N, L))
+        out = torch.nn.functional.scaled_dot_product_attention(*(_heads(t, rows, heads) for t in (q, k, v)))
+        return _merge_heads(out, (N, L))
 
-    if fixed and mix == 1.0:
-        return attend(N // views)
     alone = attend(N)
-    if fixed and mix == 0.0:
-        return alone
-    return torch.lerp(alone, attend(N // views), mix if fixed else mix.to(alone.dtype))
+    return torch.lerp(alone, attend(N // views), mix.to(alone.dtype) if isinstance(mix, Tensor) else mix)
 
 
 def _probs_attention(q: Tensor, k: Tensor, v: Tensor, views: int, heads: int, mix, chunk: int = 0) -> Tensor:
