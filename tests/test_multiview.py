@@ -456,3 +456,20 @@ def test_a_batch_the_shipped_prior_cannot_take_is_refused_before_any_weights_loa
 
     with pytest.raises(ConfigError, match=r"^prompts:2: camera.batch_size=2 must be a multiple of the prior's 4 views"):
         plan_items(["a red mug", {"prompt": "a blue chair", "overrides": ["camera.batch_size=2"]}])
+
+
+def test_cross_view_attention_benchmark_compares_the_two_forms_at_smoke_size(tmp_path):
+    """benchmarks/perf/cross_view_attention.py (GPU numbers come from the device) at smoke size on the CPU: the
+    one-pass SDPA form equals the two-pass reference within rounding and gives the gate the same gradient."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "perf"))
+    import cross_view_attention
+
+    result = cross_view_attention.main(["--small", "--device", "cpu", "--out", str(tmp_path / "cva.json")])
+    assert len(result["rows"]) == 2 and (tmp_path / "cva.json").exists()
+    for row in result["rows"]:
+        assert row["max_rel_err"] < 1e-5 and row["ms_one_pass"] > 0 and row["ms_two_pass"] > 0
+        assert row["gate_grad_one_pass"] == pytest.approx(row["gate_grad_two_pass"], rel=1e-4)
+        assert row["gate_grad_two_pass"] != 0.0
