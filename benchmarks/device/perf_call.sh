@@ -12,6 +12,7 @@
 #   speed     benchmarks/suite/speed.py, the suite's speed track with today's defaults -> speed.json          SPEED_S=300
 #   levers    benchmarks/perf/step_levers.py (fp16 bf16 tiny compile-unet)            -> step_levers.json     LEVERS_S=190
 #   gn        benchmarks/perf/group_norm.py --profile (fused GroupNorm+SiLU)           -> group_norm.json      GN_S=120
+#   cva       benchmarks/perf/cross_view_attention.py (one-pass vs two-pass layer)   -> cross_view_attention.json CVA_S=60
 # Carry .whlxz and .gsplat_xz (a gsplat build of an earlier call), or .whlxz_full on a session's first call: the
 # build then comes back as $OUT/gsplat_cuda.so.xz for the next call's .gsplat_xz/.
 set -o pipefail
@@ -44,7 +45,8 @@ for phase in "$@"; do
     levers) step "${LEVERS_S:-190}" python3 benchmarks/perf/step_levers.py --out "$OUT/step_levers.json" \
                 --variants fp16 bf16 tiny compile-unet --warmup 10 --steps 20 ;;
     gn)     step "${GN_S:-120}" python3 benchmarks/perf/group_norm.py --out "$OUT/group_norm.json" --profile ;;
-    *) echo "perf_call.sh: unknown phase '$phase' (allowed: cold lean mvstep speed levers gn)" | tee -a "$LOG" ;;
+    cva)    step "${CVA_S:-60}" python3 benchmarks/perf/cross_view_attention.py --out "$OUT/cross_view_attention.json" ;;
+    *) echo "perf_call.sh: unknown phase '$phase' (allowed: cold lean mvstep speed levers gn cva)" | tee -a "$LOG" ;;
   esac
 done
 echo "[perf_call] done at $(( $(date +%s) - T0 )) s" | tee -a "$LOG"
