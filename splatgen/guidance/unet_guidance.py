@@ -300,11 +300,10 @@ class UNetGuidance(Guidance):
         x_in = x.detach()
         with torch.no_grad():
             unet = self._unet_module()
-            # The captured CUDA graphs take no class labels: a multi-view prior's UNet runs eagerly.
-            if cam is None and self.cuda_graph and self.device.type == "cuda":
+            if self.cuda_graph and self.device.type == "cuda":
                 if self._graphed is None or self._graphed.unet is not unet:
                     self._graphed = CudaGraphUNet(unet)
-                out = self._graphed(x_in.to(self.dtype), t, emb)
+                out = self._graphed(x_in.to(self.dtype), t, emb, cam)
             else:
                 xx = x_in.to(self.dtype)
                 if self.channels_last:
