@@ -462,7 +462,12 @@ class DensifyConfig:
     stop: float = 0.7
     """Fraction of the run after which the set of Gaussians is frozen."""
     every: int = 50
-    """Densify every this many steps inside the window."""
+    """Densify every this many steps inside the window (stretched for runs longer than ``reference_steps``)."""
+    reference_steps: int = 0
+    """Runs longer than this many steps stretch ``every`` and ``opacity_reset_every`` in proportion (``every *
+    steps / reference_steps``, rounded), so they densify as many times as a run of this length does; shorter runs
+    keep them. 0: both are steps whatever the run's length (a 500-step run then densifies seven times where a
+    200-step run densifies twice)."""
     grad_threshold: float = 0.01
     """Mean norm of the image-size-normalised 2D-mean gradient above which a Gaussian grows (SDS scale)."""
     dense_scale: float = 0.01
@@ -490,6 +495,7 @@ class DensifyConfig:
         if not 0.0 <= self.start <= self.stop <= 1.0:
             raise ConfigError(f"densify.start={self.start} and stop={self.stop} need 0 <= start <= stop <= 1")
         _positive("densify", "every", self.every)
+        _positive("densify", "reference_steps", self.reference_steps, allow_zero=True)
         _positive("densify", "grad_threshold", self.grad_threshold)
         _positive("densify", "dense_scale", self.dense_scale)
         _positive("densify", "scene_extent", self.scene_extent)

@@ -159,6 +159,14 @@ def ramp_at(step: int, total_steps: int, ramp: float) -> float:
     return 1.0 if span <= 0 else min(1.0, step / span)
 
 
+def densify_interval(every: int, total_steps: int, reference_steps: int) -> int:
+    """``densify.every`` (or ``opacity_reset_every``) for a run of ``total_steps``: stretched in proportion when
+    the run is longer than ``reference_steps`` (> 0), so the window holds as many events as at that length."""
+    if every <= 0 or reference_steps <= 0 or total_steps <= reference_steps:
+        return every
+    return max(1, round(every * total_steps / reference_steps))
+
+
 def in_densify_window(step: int, total_steps: int, start: float, stop: float, every: int) -> bool:
     """Densify at ``step`` (0-based; checked after the step's backward) when inside the window."""
     s0, s1 = int(start * total_steps), int(stop * total_steps)

@@ -150,3 +150,21 @@ def test_ramp_rises_linearly_over_its_fraction_then_stays_at_one():
 
     assert [ramp_at(s, 100, 0.5) for s in (0, 25, 50, 99)] == [0.0, 0.5, 1.0, 1.0]
     assert ramp_at(0, 100, 0.0) == 1.0
+
+
+def test_densify_interval_stretches_only_runs_longer_than_the_reference():
+    assert schedules.densify_interval(50, 200, 200) == 50
+    assert schedules.densify_interval(50, 120, 200) == 50  # shorter runs keep the interval
+    assert schedules.densify_interval(50, 500, 200) == 125
+    assert schedules.densify_interval(50, 300, 200) == 75
+    assert schedules.densify_interval(50, 500, 0) == 50  # 0: steps whatever the length
+    assert schedules.densify_interval(0, 500, 200) == 0  # an off setting stays off
+
+
+@pytest.mark.parametrize("steps", [200, 300, 500, 1000])
+def test_a_stretched_interval_densifies_as_often_as_the_reference_run(steps):
+    every = schedules.densify_interval(50, steps, 200)
+    events = [s for s in range(steps) if schedules.in_densify_window(s, steps, 0.1, 0.7, every)]
+    assert len(events) == 2
+    fixed = [s for s in range(steps) if schedules.in_densify_window(s, steps, 0.1, 0.7, 50)]
+    assert len(fixed) == int(0.6 * steps) // 50

@@ -62,6 +62,19 @@ def test_latent_generation_end_to_end(tiny_sd, tmp_path):
     assert (out / "checkpoints" / "final.pt").is_file()
 
 
+def test_reference_steps_stretch_the_densify_interval_of_longer_runs(tiny_sd, tmp_path):
+    # TINY_RUN densifies every 3 steps over the whole run: 12 steps densify 4 times, and with reference_steps=6
+    # as often as a 6-step run does (every 6 steps: twice).
+    def events(folder: Path, extra: list[str]) -> list[int]:
+        splatgen.generate("a red mug", out_dir=folder, overrides=sd_overrides(tiny_sd) + ["run.steps=12", *extra])
+        rows = [json.loads(l) for l in (folder / "metrics.jsonl").read_text().splitlines()]
+        return [r["step"] for r in rows if r.get("event") == "densify"]
+
+    assert events(tmp_path / "a", []) == [3, 6, 9, 12]
+    assert events(tmp_path / "b", ["densify.reference_steps=6"]) == [6, 12]
+    assert events(tmp_path / "c", ["densify.reference_steps=12"]) == [3, 6, 9, 12]
+
+
 def test_optimisation_moves_parameters(tiny_sd):
     init = splatgen.generate("a red mug", overrides=sd_overrides(tiny_sd) + ["run.steps=1", "densify.enabled=false"])
     more = splatgen.generate("a red mug", overrides=sd_overrides(tiny_sd) + ["run.steps=4", "densify.enabled=false"])

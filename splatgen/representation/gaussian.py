@@ -84,7 +84,9 @@ class GaussianRepresentation(Representation):
         event = None
         if not d.enabled:
             return None
-        if schedules.in_densify_window(step, total, d.start, d.stop, d.every):
+        every = schedules.densify_interval(d.every, total, d.reference_steps)
+        reset_every = schedules.densify_interval(d.opacity_reset_every, total, d.reference_steps)
+        if schedules.in_densify_window(step, total, d.start, d.stop, every):
             counts = densify_step(self.kernel_backend, self.model, self.stats, self.densify_params, self.gen)
             if len(self.model) == 0:
                 raise ZeroGaussiansError(
@@ -95,7 +97,7 @@ class GaussianRepresentation(Representation):
                 )
             self.stats = DensifyStats.zeros(len(self.model), self.model.device)
             event = {"step": step + 1, "event": "densify", **counts}
-        if d.opacity_reset_every > 0 and self._in_window(step) and (step + 1) % d.opacity_reset_every == 0:
+        if reset_every > 0 and self._in_window(step) and (step + 1) % reset_every == 0:
             self.model.reset_opacities(d.reset_opacity)
         return event
 
