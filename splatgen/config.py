@@ -139,6 +139,10 @@ class RunConfig:
     cudnn_benchmark: bool = True
     """On CUDA, let cuDNN time its convolution algorithms once per input shape and keep the fastest (the VAE's
     convolutions run at a few fixed shapes)."""
+    cpu_keep_freed_memory: bool = True
+    """On the CPU, let the C library (glibc) keep freed blocks of up to 32 MiB for reuse rather than unmap them, so
+    each step does not fault its tensors in anew (``splatgen.devices.keep_freed_cpu_memory``: process-wide, and once
+    on it stays on in that process)."""
     eval_every: int = 0
     """Also evaluate against ground truth every this many steps (procedural-world prompts only; the time spent
     evaluating is excluded from the run's training seconds); the curve goes to metrics.jsonl (0: off)."""

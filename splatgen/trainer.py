@@ -26,7 +26,7 @@ from torch import Tensor
 from . import schedules
 from .cameras import Cameras, evenly_spaced_cameras, sample_orbit_cameras
 from .config import Config
-from .devices import resolve_device
+from .devices import keep_freed_cpu_memory, resolve_device
 from .errors import ConfigError, NonFiniteError, RunInterrupted
 from .guidance.base import Guidance
 from .guidance.losses import DistillationLoss, build_loss
@@ -147,6 +147,8 @@ class Trainer:
         self.device = resolve_device(cfg.run.device) if device is None else device
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.run.cudnn_benchmark
+        elif cfg.run.cpu_keep_freed_memory:
+            keep_freed_cpu_memory()
 
         # Every random draw comes from these: cameras/timesteps/backgrounds on the CPU (identical on any device),
         # the SDS noise on the compute device (cheap for large latents).
