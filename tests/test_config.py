@@ -180,3 +180,15 @@ def test_each_settings_allowed_values_are_the_keys_of_the_table_that_dispatches_
                              ("schedule.timestep", config.TIMESTEP_SCHEDULE_NAMES)):
         with pytest.raises(ConfigError, match=re.escape(f"{setting}='nope' is not allowed; choose one of {list(allowed)}")):
             load_config(overrides=[f"{setting}=nope"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("densify.reference_steps=-5", "densify.reference_steps=-5 must be >= 0"),
+    ("densify.reference_steps=1.5", "bad value for densify.reference_steps"),
+    ("run.cpu_keep_freed_memory=maybe", "bad value for run.cpu_keep_freed_memory"),
+])
+def test_the_run_length_and_allocator_settings_refuse_bad_values_in_one_line(override, message):
+    with pytest.raises(ConfigError) as exc:
+        load_config(["default"], [override])
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
